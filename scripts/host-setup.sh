@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Prepare this machine to run the collection's tests and sandbox fleet:
+#   - a running Docker Engine (Debian's docker.io when none is installed),
+#   - the pinned Python environment in .venv,
+#   - a debian:bookworm base image (debootstrap when no registry can be reached).
+# Each step does nothing when its result is already there.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="$ROOT/.cache"
+VENV="${VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+BASE_IMAGE="${BASE_IMAGE:-debian:bookworm}"
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+mkdir -p "$CACHE"
+
+log() { printf '==> %s\n' "$*"; }
+die() { printf 'host-setup: %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+  command -v apt-get >/dev/null || die "need $* but this is not a Debian-family system; install it yourself"
+  [ "$(id -u)" = 0 ] || die "need $* installed; run as root, or install it yourself"
+  if [ ! -f "$CACHE/.apt-updated" ]; then apt-get update -qq && touch "$CACHE/.apt-updated"; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_docker() {
+  if docker info >/dev/null 2>&1; then log "Docker Engine is running"; return; fi
+  if ! command -v dockerd >/dev/null; then
+    log "installing Docker Engine (Debian's docker.io)"
+    apt_install docker.io
+  fi
+  if [ -d /run/systemd/system ]; then
+    log "starting Docker Engine with systemd"
+    systemctl start docker
+  else
+    log "starting dockerd (no systemd here); log in $CACHE/dockerd.log"
+    nohup dockerd >"$CACHE/dockerd.log" 2>&1 &
+  fi
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && return; sleep 1; done
+  die "Docker Engine did not answer within 60 s (see $CACHE/dockerd.log)"
+}
+
+ensure_venv() {
+  local stamp="$VENV/.requirements.sha256" want
+  want="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then log "Python environment is current"; return; fi
+  log "installing the Python environment into $VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt"
+  echo "$want" >"$stamp"
+}
+
+ensure_base_image() {
+  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then log "base image $BASE_IMAGE is present"; return; fi
+  if docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then log "pulled $BASE_IMAGE"; return; fi
+  log "no registry reachable: building $BASE_IMAGE with debootstrap"
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  local rootfs; rootfs="$(mktemp -d)"
+  trap 'rm -rf "$rootfs"' RETURN
+  debootstrap --variant=minbase --include=python3 bookworm "$rootfs" "$DEBIAN_MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+    || die "debootstrap failed (see $CACHE/debootstrap.log)"
+  tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
+}
+
+ensure_docker
+ensure_venv
+ensure_base_image
