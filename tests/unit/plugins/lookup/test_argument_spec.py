@@ -1,4 +1,4 @@
-import json
+import yaml
 import subprocess
 from pathlib import Path
 
@@ -39,8 +39,8 @@ def test_lookup_through_ansible_returns_the_spec_of_each_role():
         [str(ROOT / ".venv" / "bin" / "ansible"), "localhost", "-m", "ansible.builtin.debug", "-a", f"msg={expr}"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
-    # The ad-hoc callback prints "localhost | SUCCESS => {json}".
-    worker, labels = json.loads(out.split("=>", 1)[1])["msg"]
+    # The ad-hoc callback prints "localhost | SUCCESS => " and the result.
+    worker, labels = yaml.safe_load(out.split("=>", 1)[1])["msg"]
     assert "swarm_worker_advertise_addr" in worker
     assert "swarm_labels_state" in labels
 
