@@ -1,0 +1,27 @@
+# One entry point. `make test` on a fresh Debian machine installs what it
+# needs (Docker Engine, .venv, a base image) and runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help setup test lint unit backend molecule
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup:  ## Install Docker Engine, the Python environment and a base image when missing
+	@scripts/host-setup.sh
+
+test: setup  ## Run everything: lint, unit, backend and both Molecule scenarios
+	@scripts/run-tests.sh
+
+lint: setup  ## yamllint, ansible-lint (production profile), changelog lint
+	@scripts/run-tests.sh lint
+
+unit: setup  ## Unit tests of the plugins and role conventions
+	@scripts/run-tests.sh unit
+
+backend: setup  ## The Swarm backend's unit and integration tests
+	@scripts/run-tests.sh backend
+
+molecule: setup  ## Both Molecule scenarios (default: 1 manager + 2 workers; ha: 3 + 1)
+	@scripts/run-tests.sh molecule-default molecule-ha
