@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help setup test lint unit backend molecule
+.PHONY: help setup test lint unit backend molecule docs
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,3 +25,6 @@ backend: setup  ## The Swarm backend's unit and integration tests
 
 molecule: setup  ## Both Molecule scenarios (default: 1 manager + 2 workers; ha: 3 + 1)
 	@scripts/run-tests.sh molecule-default molecule-ha
+
+docs: setup  ## Regenerate the role READMEs from meta/argument_specs.yml
+	@.venv/bin/python scripts/role_docs.py
