@@ -36,15 +36,18 @@ def cell(text: str) -> str:
     return markup(text).replace("|", "\\|").replace("\n", " ")
 
 
-def default_text(spec: dict) -> str:
-    if "default" not in spec:
+def default_text(spec: dict, fallback: dict, name: str) -> str:
+    if "default" in spec:
+        value = spec["default"]
+    elif name in fallback:  # templated defaults live in defaults/main.yml only
+        value = fallback[name]
+    else:
         return "*(unset)*"
-    value = spec["default"]
     if isinstance(value, (dict, list)) or value is None:
         value = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
     elif isinstance(value, bool):
         value = str(value).lower()
-    return f"`{value}`"
+    return f"`{value}`".replace("|", "\\|")
 
 
 def type_text(spec: dict) -> str:
@@ -70,11 +73,13 @@ def render(role: str) -> str:
     out += [f"- {markup(line)}" for line in as_lines(main.get("description"))]
     out += ["", "## Variables", ""]
     options = main.get("options") or {}
+    defaults_file = ROLES / role / "defaults" / "main.yml"
+    defaults = (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.is_file() else {}
     if options:
         out += ["| Variable | Type | Default | Description |", "| --- | --- | --- | --- |"]
         for name, spec in options.items():
             description = " ".join(cell(line) for line in as_lines(spec.get("description")))
-            out.append(f"| `{name}` | {type_text(spec)} | {default_text(spec)} | {description} |")
+            out.append(f"| `{name}` | {type_text(spec)} | {default_text(spec, defaults, name)} | {description} |")
     else:
         out.append("None.")
     others = {name: spec for name, spec in specs.items() if name != "main"}
