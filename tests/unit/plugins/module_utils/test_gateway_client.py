@@ -217,8 +217,8 @@ def test_connect_failure_names_the_step_and_creates_nothing():
 
 def test_hanging_call_times_out():
     gw = FakeGateway(hang_on="list_clusters")
-    result = run_check(check_with(gw, timeout=1))
-    assert result["msg"] == "step connect: no answer after 1 s"
+    result = run_check(check_with(gw, timeout=0.3))
+    assert result["msg"] == "step connect: no answer after 0.3 s"
 
 
 def test_unknown_option_fails_step_options():
@@ -229,7 +229,7 @@ def test_unknown_option_fails_step_options():
 
 def test_create_that_hangs_is_still_cleaned_up():
     gw = FakeGateway(hang_on="create")
-    result = run_check(check_with(gw, timeout=1))
+    result = run_check(check_with(gw, timeout=0.3))
     assert result["failed_step"] == "create"
     assert result["cleanup"]["stopped"] is True
     assert gw.clusters == {} and gw.cluster_objects[0].closed
@@ -237,8 +237,8 @@ def test_create_that_hangs_is_still_cleaned_up():
 
 def test_too_few_workers_fail_step_scale_and_clean_up():
     gw = FakeGateway(workers_that_start=2)
-    result = run_check(check_with(gw, timeout=1))
-    assert result["msg"] == "step scale: 2 of 3 workers after 1 s"
+    result = run_check(check_with(gw, timeout=0.3))
+    assert result["msg"] == "step scale: 2 of 3 workers after 0.3 s"
     assert result["failed_step"] == "scale"
     assert result["steps"][-1] == {"name": "scale", "seconds": result["timings"]["scale"], "ok": False}
     assert result["cleanup"]["stopped"] is True and gw.clusters == {}
@@ -272,14 +272,14 @@ def test_workers_on_one_node_fail_when_spread_is_expected():
 
 def test_cluster_still_listed_fails_step_shutdown():
     gw = FakeGateway(stop_removes=False)
-    result = run_check(check_with(gw, timeout=1))
+    result = run_check(check_with(gw, timeout=0.3))
     assert result["failed_step"] == "shutdown"
-    assert result["msg"].endswith("still listed (RUNNING) after 1 s")
+    assert result["msg"].endswith("still listed (RUNNING) after 0.3 s")
 
 
 def test_failed_cleanup_is_reported():
     gw = FakeGateway(workers_that_start=0, fail_on={"stop_cluster": ValueError("gateway gone")})
-    result = run_check(check_with(gw, timeout=1))
+    result = run_check(check_with(gw, timeout=0.3))
     assert result["failed_step"] == "scale"
     assert result["cleanup"] == {"cluster": result["cluster_name"], "stopped": False, "error": "ValueError: gateway gone"}
     assert "cleanup: cluster %s may still be running" % result["cluster_name"] in result["msg"]
@@ -359,3 +359,11 @@ def test_missing_dashboard_link_fails_step_dashboard():
     result = run_check(check_with(FakeGateway(dashboard_link=None), check_dashboard=True))
     assert result["failed_step"] == "dashboard"
     assert "reports no dashboard link" in result["msg"]
+
+
+def test_tls_choice_reaches_every_gateway_object():
+    gw = FakeGateway()
+    result = run_check(check_with(gw, ssl_context=False))
+    assert "failed_step" not in result, result.get("msg")
+    # the gateway's own client and the one inside the cluster object
+    assert gw._request_kwargs["ssl"] is False

@@ -1,0 +1,397 @@
+"""gateway_check against a REAL dask-gateway-server (local-process backend).
+
+The test starts dask-gateway-server from this Python environment on
+127.0.0.1 with a free port, SimpleAuthenticator and a generated password,
+and runs the module through the ``ansible`` command line exactly as a user
+would. Nothing here is faked. Runtime: about 40 s.
+
+    .venv/bin/pytest -q tests/integration/modules/test_gateway_check.py
+"""
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from base64 import b64encode
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+ANSIBLE = BIN / "ansible"
+SERVER = BIN / "dask-gateway-server"
+DASK = BIN / "dask"
+MODULE = "dask_swarm.gateway.gateway_check"
+
+pytestmark = pytest.mark.skipif(
+    not (ANSIBLE.exists() and SERVER.exists() and DASK.exists()),
+    reason="needs ansible, dask-gateway-server and dask in %s" % BIN,
+)
+
+CONFIG = """
+from dask_gateway_server.options import Options, Integer
+
+c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
+c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
+c.SimpleAuthenticator.password = {password!r}
+c.Proxy.address = "127.0.0.1:{port}"
+c.UnsafeLocalBackend.clusters_directory = {clusters!r}
+# distributed no longer ships dask-scheduler / dask-worker scripts
+c.ClusterConfig.scheduler_cmd = [{dask!r}, "scheduler"]
+c.ClusterConfig.worker_cmd = [{dask!r}, "worker"]
+c.ClusterConfig.worker_memory = 0.25
+c.ClusterConfig.scheduler_memory = 0.25
+
+def options_handler(options):
+    return {{"worker_cores": options.worker_cores}}
+
+c.Backend.cluster_options = Options(
+    Integer("worker_cores", default=1, min=1, max=2, label="Worker cores"),
+    handler=options_handler,
+)
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, address, password, log):
+        self.address = address
+        self.password = password
+        self.log = log
+
+    def api(self, path, password=None):
+        """GET the gateway's REST API with basic auth; returns the decoded JSON."""
+        auth = b64encode(("tester:%s" % (password or self.password)).encode()).decode()
+        request = urllib.request.Request(self.address + path, headers={"Authorization": "Basic " + auth})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read().decode())
+
+    def clusters(self):
+        return self.api("/api/v1/clusters/")
+
+
+def self_signed_cert(directory):
+    """A certificate for 127.0.0.1 (and its key), signed by itself: it is also the CA."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "tls.crt", directory / "tls.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+def start_server(workdir, tls=False):
+    """Start dask-gateway-server in ``workdir``; return (process, Server)."""
+    password = secrets.token_urlsafe(24)
+    port = free_port()
+    text = CONFIG.format(password=password, port=port, clusters=str(workdir / "clusters"), dask=str(DASK))
+    context = None
+    if tls:
+        cert_file, key_file = self_signed_cert(workdir)
+        text += "\nc.Proxy.tls_cert = %r\nc.Proxy.tls_key = %r\n" % (str(cert_file), str(key_file))
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(cert_file))
+    config = workdir / "dask_gateway_config.py"
+    config.write_text(text, encoding="utf-8")
+    log = workdir / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(SERVER), "-f", str(config)],
+            cwd=str(workdir),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    address = "%s://127.0.0.1:%d" % ("https" if tls else "http", port)
+    srv = Server(address, password, log)
+    srv.ca_file = str(workdir / "tls.crt") if tls else None
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(address + "/api/health", timeout=2, context=context) as resp:
+                if resp.status == 200:
+                    return proc, srv
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_server(proc)
+            pytest.fail("dask-gateway-server did not start:\n" + log.read_text(errors="replace")[-3000:])
+        time.sleep(0.2)
+
+
+def stop_server(proc):
+    # Only the process group this test started.
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc, srv = start_server(tmp_path_factory.mktemp("gateway"))
+    try:
+        yield srv
+    finally:
+        stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """The same server behind HTTPS with a self-signed certificate."""
+    proc, srv = start_server(tmp_path_factory.mktemp("gateway-tls"), tls=True)
+    try:
+        yield srv
+    finally:
+        stop_server(proc)
+
+
+def ansible_env(**extra):
+    env = dict(
+        os.environ,
+        ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+        PATH="%s:%s" % (BIN, os.environ.get("PATH", "")),
+    )
+    env.update(extra)
+    return env
+
+
+# Each scenario is one task of one playbook run (ansible itself takes seconds
+# to start on a small machine). The password reaches the tasks only through
+# an environment lookup, as a vault or secret store would hand it over.
+SCENARIOS = {
+    "check_mode": {"check_mode": True, "args": {"username": "alice"}},
+    "full": {
+        "args": {
+            "username": "ansible-check",
+            "cluster_options": {"worker_cores": 1},
+            "workers": 2,
+            "timeout": 60,
+            "min_distinct_nodes": 1,
+            "expect_worker_nodes": [socket.gethostname()],
+        }
+    },
+    "wrong_password": {"args": {"username": "alice", "timeout": 20}, "password_env": "GWC_WRONG_PASSWORD"},
+    "placement": {
+        "args": {"username": "alice", "workers": 2, "min_distinct_nodes": 2, "check_dashboard": False, "timeout": 60}
+    },
+    "unknown_option": {"args": {"cluster_options": {"gpus": 1}, "timeout": 20}},
+    # HTTPS, check mode: the TLS options decide whether the client trusts the gateway.
+    "tls_with_ca": {"tls": True, "check_mode": True, "args": {"ca_path": "CA_FILE"}},
+    "tls_untrusted": {"tls": True, "check_mode": True, "args": {"timeout": 20}},
+    "tls_unverified": {"tls": True, "check_mode": True, "args": {"validate_certs": False}},
+}
+
+
+@pytest.fixture(scope="module")
+def playbook_run(server, tls_server, tmp_path_factory):
+    """Run every scenario in one playbook with -v; return (rc, output, results, wrong password)."""
+    workdir = tmp_path_factory.mktemp("playbook")
+    tasks = []
+    for name, scenario in SCENARIOS.items():
+        target = tls_server if scenario.get("tls") else server
+        args = dict(scenario["args"], address=target.address)
+        if args.get("ca_path") == "CA_FILE":
+            args["ca_path"] = target.ca_file
+        password_env = "GWC_TLS_PASSWORD" if scenario.get("tls") else "GWC_PASSWORD"
+        args["password"] = "{{ lookup('ansible.builtin.env', '%s') }}" % scenario.get("password_env", password_env)
+        task = {
+            "name": "Scenario " + name,
+            MODULE: args,
+            "register": "r_" + name,
+            "ignore_errors": True,
+        }
+        if scenario.get("check_mode"):
+            task["check_mode"] = True
+        tasks.append(task)
+        if name == "check_mode":
+            tasks.append(
+                {
+                    "name": "Count the clusters the server created so far",
+                    "ansible.builtin.command": {"argv": ["grep", "-c", "Created cluster", str(server.log)]},
+                    "register": "r_created_after_check",
+                    "changed_when": False,
+                    "failed_when": False,
+                }
+            )
+    fields = ", ".join("%s=r_%s" % (name, name) for name in SCENARIOS)
+    content = "{{ dict(%s, created_after_check=r_created_after_check.stdout) | to_json }}" % fields
+    tasks.append(
+        {
+            "name": "Save the results",
+            "ansible.builtin.copy": {
+                "content": content,
+                "dest": str(workdir / "results.json"),
+                "mode": "0600",
+            },
+        }
+    )
+    playbook = workdir / "check.yml"
+    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}], indent=1))
+    wrong = "wrong-" + secrets.token_urlsafe(12)
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), str(playbook), "-v"],
+        cwd=str(ROOT),
+        env=ansible_env(GWC_PASSWORD=server.password, GWC_TLS_PASSWORD=tls_server.password, GWC_WRONG_PASSWORD=wrong),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = proc.stdout + proc.stderr
+    assert (workdir / "results.json").exists(), output
+    data = json.loads((workdir / "results.json").read_text())
+    return proc.returncode, output, data, wrong
+
+
+def test_full_check_passes(server, playbook_run):
+    _, output, results, _ = playbook_run
+    result = results["full"]
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] is False
+    steps = ["connect", "options", "create", "scale", "compute", "versions", "placement", "dashboard", "shutdown"]
+    assert [s["name"] for s in result["steps"]] == steps
+    assert all(s["ok"] for s in result["steps"])
+    assert set(result["timings"]) == set(steps)
+    assert all(isinstance(v, float) and 0 <= v < 60 for v in result["timings"].values())
+    assert 0 < result["total_seconds"] < 120
+    assert result["worker_count"] == 2
+    assert result["computation"]["result"] == result["computation"]["expected"] == sum(i * i for i in range(200))
+    assert result["versions"]["distributed"]["client"] == result["versions"]["distributed"]["scheduler"]
+    assert result["distinct_nodes"] == 1
+    assert [w["hostname"] for w in result["workers"]] == [socket.gethostname()] * 2
+    assert result["dashboard_status"] == 200
+    assert result["cluster_options"] == {"worker_cores": 1}
+    assert result["cleanup"] == {"cluster": result["cluster_name"], "stopped": True, "error": None}
+    assert server.clusters() == {}
+    # the success output printed with -v
+    assert "Scenario full" in output and '"distinct_nodes": 1' in output
+
+
+def test_wrong_password_fails_at_connect(playbook_run):
+    _, _, results, _ = playbook_run
+    result = results["wrong_password"]
+    assert result["failed"] is True
+    assert result["failed_step"] == "connect"
+    assert result["msg"].startswith("step connect: the gateway refused the credentials (HTTP 401"), result["msg"]
+    assert [s["name"] for s in result["steps"]] == ["connect"]
+
+
+def test_check_mode_creates_no_cluster(playbook_run):
+    _, _, results, _ = playbook_run
+    result = results["check_mode"]
+    assert not result.get("failed"), result.get("msg")
+    assert [s["name"] for s in result["steps"]] == ["connect"]
+    assert result["clusters"] == []
+    assert "cluster_name" not in result
+    # the server log counted no "Created cluster" right after the check-mode task
+    assert results["created_after_check"] == "0"
+
+
+def test_failed_placement_still_removes_the_cluster(server, playbook_run):
+    # One machine cannot give two distinct nodes: step placement fails after
+    # the cluster exists, and the module must stop it anyway.
+    _, _, results, _ = playbook_run
+    result = results["placement"]
+    assert result["failed_step"] == "placement"
+    assert result["msg"] == "step placement: workers ran on 1 distinct node [%s (2)], at least 2 expected" % socket.gethostname()
+    assert result["cleanup"]["stopped"] is True
+    assert server.clusters() == {}
+
+
+def test_unknown_cluster_option_names_the_offered_ones(playbook_run):
+    _, _, results, _ = playbook_run
+    result = results["unknown_option"]
+    assert result["msg"] == "step options: ValueError: the gateway offers no option gpus (it offers: worker_cores)"
+    assert "cleanup" not in result
+
+
+def test_https_with_the_gateway_ca(playbook_run):
+    result = playbook_run[2]["tls_with_ca"]
+    assert not result.get("failed"), result.get("msg")
+    assert result["clusters"] == []
+
+
+def test_https_with_an_untrusted_certificate_fails_at_connect(playbook_run):
+    result = playbook_run[2]["tls_untrusted"]
+    assert result["failed_step"] == "connect"
+    assert "certificate verify failed" in result["msg"], result["msg"]
+
+
+def test_https_without_verification(playbook_run):
+    result = playbook_run[2]["tls_unverified"]
+    assert not result.get("failed"), result.get("msg")
+
+
+def test_password_appears_nowhere(server, tls_server, playbook_run):
+    rc, output, results, wrong = playbook_run
+    assert rc == 0, output  # every scenario ignores its errors; the playbook itself passes
+    assert "ok=" in output and "ignored=4" in output, output[-2000:]
+    assert server.password not in output and tls_server.password not in output
+    assert wrong not in output
+    assert server.password not in json.dumps(results)
+
+
+def test_ad_hoc_command_in_check_mode(server):
+    """The command line the issue names: ``ansible localhost -m ... --check``, at -vvv."""
+    args = {"address": server.address, "username": "alice", "password": server.password}
+    proc = subprocess.run(
+        [str(ANSIBLE), "localhost", "-m", MODULE, "-a", json.dumps(args), "--check", "-vvv"],
+        cwd=str(ROOT),
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    match = re.search(r"localhost \| SUCCESS => (\{.*\})", proc.stdout, re.S)
+    assert match, output
+    result = json.loads(match.group(1))
+    assert [s["name"] for s in result["steps"]] == ["connect"]
+    # -vvv prints the module's invocation; no_log masks the password there
+    assert server.password not in output
