@@ -10,7 +10,7 @@ export PATH="$ROOT/.venv/bin:$PATH"
 # Molecule and pytest need no terminal; keep their output readable in CI logs.
 export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 
-ALL_STAGES=(lint unit backend molecule-default molecule-ha)
+ALL_STAGES=(lint unit modules backend molecule-default molecule-ha)
 STAGES=("${@:-${ALL_STAGES[@]}}")
 
 cleanup() {
@@ -26,6 +26,9 @@ stage_lint() {
 }
 stage_unit() {
   pytest -q tests/unit
+}
+stage_modules() {
+  pytest -q tests/integration/modules
 }
 stage_backend() {
   pytest -q backend/tests
