@@ -1,0 +1,738 @@
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
+import docker
+from docker.errors import APIError, NotFound
+from traitlets import Bool, Float, Integer, List, Unicode, default
+
+from dask_gateway_server.backends.base import ClusterConfig, PublicException
+from dask_gateway_server.backends.db_base import DBBackendBase, JobStatus
+from dask_gateway_server.traitlets import MemoryLimit, Type
+
+from . import specs
+
+__all__ = ("SwarmClusterConfig", "SwarmBackend")
+
+# Task states after which a task will never run (restart policy is none).
+TERMINAL_TASK_STATES = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
+
+
+class SwarmClusterConfig(ClusterConfig):
+    """Dask cluster configuration options when running as Swarm services"""
+
+    scheduler_cmd = List(
+        Unicode(),
+        ["dask", "scheduler"],
+        help="Command to start a dask scheduler.",
+        config=True,
+    )
+
+    worker_cmd = List(
+        Unicode(),
+        ["dask", "worker"],
+        help="Command to start a dask worker.",
+        config=True,
+    )
+
+    image = Unicode(
+        "dask-gateway-swarm:latest",
+        help="Image of the scheduler and worker services.",
+        config=True,
+    )
+
+    # Swarm reserves fractions of a core, so cores are floats (as in the
+    # Kubernetes backend). Threads default to max(1, int(worker_cores)).
+    worker_cores = Float(1, min=0, help="Cores reserved for a dask worker.", config=True)
+
+    worker_cores_limit = Float(
+        min=0,
+        help="Maximum cores of a dask worker. Defaults to ``worker_cores``.",
+        config=True,
+    )
+
+    @default("worker_cores_limit")
+    def _default_worker_cores_limit(self):
+        return self.worker_cores
+
+    worker_memory_limit = MemoryLimit(
+        help="Maximum memory of a dask worker. Defaults to ``worker_memory``.",
+        config=True,
+    )
+
+    @default("worker_memory_limit")
+    def _default_worker_memory_limit(self):
+        return self.worker_memory
+
+    scheduler_cores = Float(1, min=0, help="Cores reserved for the scheduler.", config=True)
+
+    scheduler_cores_limit = Float(
+        min=0,
+        help="Maximum cores of the scheduler. Defaults to ``scheduler_cores``.",
+        config=True,
+    )
+
+    @default("scheduler_cores_limit")
+    def _default_scheduler_cores_limit(self):
+        return self.scheduler_cores
+
+    scheduler_memory_limit = MemoryLimit(
+        help="Maximum memory of the scheduler. Defaults to ``scheduler_memory``.",
+        config=True,
+    )
+
+    @default("scheduler_memory_limit")
+    def _default_scheduler_memory_limit(self):
+        return self.scheduler_memory
+
+    node_pool = Unicode(
+        "",
+        help="""
+        Value of ``SwarmBackend.node_pool_label`` a worker's node must carry.
+
+        Empty (default): any node carrying the worker label.
+        """,
+        config=True,
+    )
+
+    worker_constraints = List(
+        Unicode(),
+        help="Extra Swarm placement constraints for workers.",
+        config=True,
+    )
+
+    worker_nanny = Bool(
+        False,
+        help="""
+        Run workers with a nanny process.
+
+        Off by default: Swarm restarts nothing (restart policy none) and
+        enforces the memory limit itself; without the nanny a worker starts
+        faster and stops at once.
+        """,
+        config=True,
+    )
+
+
+class SwarmBackend(DBBackendBase):
+    """A cluster backend that runs schedulers and workers as Docker Swarm services.
+
+    Must run on a Swarm manager with access to the Docker API (e.g. the
+    socket mounted into the gateway's container), attached to ``network``.
+    """
+
+    cluster_config_class = Type(
+        "dask_gateway_swarm.backend.SwarmClusterConfig",
+        klass="dask_gateway_server.backends.base.ClusterConfig",
+        help="The cluster config class to use",
+        config=True,
+    )
+
+    docker_url = Unicode(
+        "unix:///var/run/docker.sock",
+        help="Address of the Docker API of a Swarm manager.",
+        config=True,
+    )
+
+    docker_timeout = Float(30, help="Timeout (s) of one Docker API call.", config=True)
+
+    network = Unicode(
+        "dask-gateway",
+        help="""
+        Overlay network shared by the gateway, the schedulers and the workers.
+
+        Must exist: it is created outside the gateway's stack, so removing the
+        stack does not fail on networks the clusters still use.
+        """,
+        config=True,
+    )
+
+    gateway_id = Unicode(
+        "dask-gateway",
+        help="""
+        Identifies this gateway deployment in the labels of its services and
+        secrets. Sweeping orphans only considers objects with this id.
+        """,
+        config=True,
+    )
+
+    service_prefix = Unicode(
+        "dask",
+        help="Prefix of service and secret names: ``<prefix>-<cluster name>``.",
+        config=True,
+    )
+
+    label_prefix = Unicode(
+        "dask-gateway-swarm",
+        help="Namespace of every label set by this backend.",
+        config=True,
+    )
+
+    worker_node_label = Unicode(
+        "dask.worker",
+        help="Workers run only on nodes with this node label set to ``true``.",
+        config=True,
+    )
+
+    scheduler_node_label = Unicode(
+        "",
+        help="""
+        Schedulers run only on nodes with this node label set to ``true``.
+
+        Empty (default): schedulers run on managers.
+        """,
+        config=True,
+    )
+
+    node_pool_label = Unicode(
+        "dask.pool",
+        help="Node label selected by the ``node_pool`` cluster option.",
+        config=True,
+    )
+
+    one_worker_per_node = Unicode(
+        "",
+        help="""
+        Name of a Swarm generic resource each node advertises once (dockerd
+        ``--node-generic-resource <name>=1``). When set, every worker reserves
+        one unit, so Swarm places at most one Dask worker per node.
+        """,
+        config=True,
+    )
+
+    max_total_workers = Integer(
+        0,
+        min=0,
+        help="""
+        Cap on the workers of all clusters of all users together.
+
+        Scale requests beyond it are refused; adaptive scaling is clamped to
+        it. 0 (default): no cap.
+        """,
+        config=True,
+    )
+
+    container_user = Unicode(
+        "1000:1000",
+        help="``uid:gid`` the scheduler and worker containers run as; owns the secrets.",
+        config=True,
+    )
+
+    stop_grace_period = Float(
+        5, help="Seconds between SIGTERM and SIGKILL of a container.", config=True
+    )
+
+    stop_timeout = Float(
+        20,
+        help="Seconds to wait for a cluster's worker containers to be gone.",
+        config=True,
+    )
+
+    sweep_on_start = Bool(
+        True,
+        help="At start, remove services and secrets of this gateway that "
+        "belong to no live cluster.",
+        config=True,
+    )
+
+    pin_image_id = Bool(
+        True,
+        help="""
+        Reference the image by its ID (``sha256:...``) as found on the manager.
+
+        Swarm then skips the registry pull of every task (no registry in an
+        air-gapped fleet: a failing pull costs seconds per task). Images
+        copied with ``docker save | docker load`` keep their ID on every
+        node. Set False to let Swarm pull the image by name from a registry.
+        """,
+        config=True,
+    )
+
+    docker_threads = Integer(4, help="Threads for blocking Docker API calls.", config=True)
+
+    supports_bulk_shutdown = True
+
+    @default("cluster_status_period")
+    def _default_cluster_status_period(self):
+        return 5
+
+    @default("worker_status_period")
+    def _default_worker_status_period(self):
+        return 5
+
+    # ------------------------------------------------------------------
+    # Docker access
+
+    @property
+    def naming(self):
+        return specs.Naming(self.service_prefix, self.label_prefix, self.gateway_id)
+
+    async def docker_call(self, method, *args, **kwargs):
+        """Run one blocking ``docker.APIClient`` method in the thread pool."""
+        func = functools.partial(getattr(self.api, method), *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, func)
+
+    async def setup(self, app):
+        # Before the base class starts its reconcilers: after a restart they
+        # may act on persisted clusters at once.
+        self.executor = ThreadPoolExecutor(
+            self.docker_threads, thread_name_prefix="swarm-backend"
+        )
+        self.api = docker.APIClient(
+            base_url=self.docker_url, version="auto", timeout=self.docker_timeout
+        )
+        await super().setup(app)
+
+    async def do_setup(self):
+        info = await self.docker_call("info")
+        swarm = info.get("Swarm", {})
+        if not swarm.get("ControlAvailable"):
+            raise RuntimeError(
+                f"Docker at {self.docker_url} is not a Swarm manager "
+                f"(swarm state: {swarm.get('LocalNodeState')})"
+            )
+        await self.docker_call("inspect_network", self.network)
+        self.log.info(
+            "Swarm backend using network %s, gateway id %s, worker node label %s",
+            self.network,
+            self.gateway_id,
+            self.worker_node_label,
+        )
+        if self.sweep_on_start:
+            await self.sweep_orphans()
+
+    async def do_cleanup(self):
+        if hasattr(self, "api"):
+            self.api.close()
+        if hasattr(self, "executor"):
+            self.executor.shutdown(wait=False)
+
+    # ------------------------------------------------------------------
+    # Environment and commands
+
+    def get_tls_paths(self, cluster):
+        return (
+            f"{specs.SECRETS_DIR}/{specs.SECRET_FILES['tls-cert']}",
+            f"{specs.SECRETS_DIR}/{specs.SECRET_FILES['tls-key']}",
+        )
+
+    def get_env(self, cluster):
+        env = super().get_env(cluster)
+        # A path: the token is read from the secret file (it contains a "/").
+        env["DASK_GATEWAY_API_TOKEN"] = (
+            f"{specs.SECRETS_DIR}/{specs.SECRET_FILES['api-token']}"
+        )
+        return env
+
+    def get_scheduler_env(self, cluster):
+        env = super().get_scheduler_env(cluster)
+        env["DASK_GATEWAY_SWARM_SCHEDULER_ADDRESS"] = self.naming.scheduler_address(
+            cluster.name
+        )
+        return env
+
+    def get_scheduler_command(self, cluster):
+        return cluster.config.scheduler_cmd + [
+            "--protocol",
+            "tls",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(specs.SCHEDULER_PORT),
+            "--dashboard-address",
+            f":{specs.DASHBOARD_PORT}",
+            "--preload",
+            "dask_gateway_swarm.scheduler_preload",
+            "--preload",
+            "dask_gateway.scheduler_preload",
+            "--dg-api-address",
+            f"0.0.0.0:{specs.API_PORT}",
+            "--dg-heartbeat-period",
+            str(self.cluster_heartbeat_period),
+            "--dg-adaptive-period",
+            str(cluster.config.adaptive_period),
+            "--dg-idle-timeout",
+            str(cluster.config.idle_timeout),
+        ]
+
+    def worker_nthreads_memory_limit_args(self, cluster):
+        return str(cluster.config.worker_threads), str(cluster.config.worker_memory_limit)
+
+    def get_worker_command(self, cluster, worker_name, scheduler_address=None):
+        if scheduler_address is None:
+            scheduler_address = self.naming.scheduler_address(cluster.name)
+        cmd = super().get_worker_command(cluster, worker_name, scheduler_address)
+        cmd[cmd.index("--dashboard-address") + 1] = f":{specs.DASHBOARD_PORT}"
+        if not cluster.config.get("worker_nanny", False):
+            cmd.append("--no-nanny")
+        return cmd
+
+    # ------------------------------------------------------------------
+    # Service specs
+
+    def scheduler_service_spec(self, cluster, secrets):
+        config = cluster.config
+        return specs.service_spec(
+            name=self.naming.scheduler_service(cluster.name),
+            image=cluster.state.get("image") or config.image,
+            command=self.get_scheduler_command(cluster),
+            env=self.get_scheduler_env(cluster),
+            labels=self.naming.scheduler_labels(cluster.name, cluster.username),
+            network=self.network,
+            resources=specs.resources(
+                config.scheduler_cores,
+                config.scheduler_cores_limit,
+                config.scheduler_memory,
+                config.scheduler_memory_limit,
+            ),
+            placement={"constraints": specs.scheduler_placement(self.scheduler_node_label)},
+            secrets=self.secret_references(secrets),
+            user=self.container_user,
+            stop_grace_period=self.stop_grace_period,
+        )
+
+    def worker_service_spec(self, worker, secrets):
+        cluster = worker.cluster
+        config = cluster.config
+        return specs.service_spec(
+            name=self.naming.worker_service(cluster.name, worker.name),
+            image=cluster.state.get("image") or config.image,
+            command=self.get_worker_command(cluster, worker.name),
+            env=self.get_worker_env(cluster),
+            labels=self.naming.worker_labels(cluster.name, cluster.username, worker.name),
+            network=self.network,
+            resources=specs.resources(
+                config.worker_cores,
+                config.worker_cores_limit,
+                config.worker_memory,
+                config.worker_memory_limit,
+                node_slot_resource=self.one_worker_per_node or None,
+            ),
+            placement=specs.worker_placement(
+                self.worker_node_label,
+                self.node_pool_label,
+                config.get("node_pool") or None,
+                config.get("worker_constraints") or (),
+            ),
+            secrets=self.secret_references(secrets),
+            user=self.container_user,
+            stop_grace_period=self.stop_grace_period,
+        )
+
+    def secret_references(self, secrets):
+        uid, _, gid = self.container_user.partition(":")
+        return specs.secret_references(secrets, uid or "0", gid or uid or "0")
+
+    # ------------------------------------------------------------------
+    # Secrets and services
+
+    def _secret_data(self, cluster, kind):
+        if kind == "tls-cert":
+            return cluster.tls_cert
+        if kind == "tls-key":
+            return cluster.tls_key
+        return cluster.token.encode()
+
+    async def create_secrets(self, cluster):
+        """Create the cluster's secrets; returns ``{kind: (id, name)}``."""
+        out = {}
+        for kind in specs.SECRET_FILES:
+            name = self.naming.secret(cluster.name, kind)
+            labels = self.naming.secret_labels(cluster.name, cluster.username, kind)
+            try:
+                resp = await self.docker_call(
+                    "create_secret", name, self._secret_data(cluster, kind), labels=labels
+                )
+                secret_id = resp["ID"]
+            except APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                # Left by an earlier attempt for this same cluster.
+                secret_id = (await self.docker_call("inspect_secret", name))["ID"]
+            out[kind] = (secret_id, name)
+        self.log.debug("Secrets for cluster %s created", cluster.name)
+        return out
+
+    async def remove_secrets(self, cluster_name, attempts=20):
+        secrets = await self.docker_call(
+            "secrets", filters=self.naming.cluster_filter(cluster_name)
+        )
+        for secret in secrets:
+            await self.remove_secret(secret["ID"], secret["Spec"]["Name"], attempts)
+
+    async def remove_secret(self, secret_id, name, attempts=20):
+        for attempt in range(attempts):
+            try:
+                await self.docker_call("remove_secret", secret_id)
+                self.log.debug("Secret %s removed", name)
+                return
+            except NotFound:
+                return
+            except APIError as exc:
+                # 400 "secret is in use" until its services are gone
+                if attempt == attempts - 1:
+                    self.log.warning("Failed to remove secret %s: %s", name, exc)
+                    return
+                await asyncio.sleep(0.25)
+
+    async def create_service(self, spec):
+        try:
+            resp = await self.docker_call("create_service", **spec)
+            return resp["ID"]
+        except APIError as exc:
+            if exc.status_code != 409:
+                raise
+            # Created by an earlier attempt for this same object.
+            return (await self.docker_call("inspect_service", spec["name"]))["ID"]
+
+    async def remove_service(self, service, name=None):
+        try:
+            await self.docker_call("remove_service", service)
+            self.log.debug("Service %s removed", name or service)
+        except NotFound:
+            pass
+
+    async def list_services(self, filters):
+        return await self.docker_call("services", filters=filters, status=False)
+
+    async def list_tasks(self, service_ids):
+        """All tasks of the given services, from one API call.
+
+        The daemon's ``service`` filter fails as a whole if one service is
+        gone, so the tasks are listed once and matched here.
+        """
+        if not service_ids:
+            return []
+        service_ids = set(service_ids)
+        tasks = await self.docker_call("tasks")
+        return [t for t in tasks if t.get("ServiceID") in service_ids]
+
+    async def wait_tasks_gone(self, service_ids, timeout):
+        """Wait until no task of the services is left but terminal ones."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            tasks = await self.list_tasks(service_ids)
+            alive = [
+                t for t in tasks if t["Status"]["State"] not in TERMINAL_TASK_STATES
+            ]
+            if not alive or loop.time() > deadline:
+                return not alive
+            await asyncio.sleep(0.2)
+
+    # ------------------------------------------------------------------
+    # DBBackendBase interface
+
+    async def resolve_image(self, image):
+        """The image reference services use: its local ID if ``pin_image_id``."""
+        if not self.pin_image_id or image.startswith("sha256:"):
+            return image
+        try:
+            return (await self.docker_call("inspect_image", image))["Id"]
+        except NotFound:
+            self.log.warning("Image %s not on this node, Swarm will pull it", image)
+            return image
+
+    async def do_start_cluster(self, cluster):
+        image = await self.resolve_image(cluster.config.image)
+        secrets = await self.create_secrets(cluster)
+        state = {"secrets": {k: list(v) for k, v in secrets.items()}, "image": image}
+        yield state
+        spec = self.scheduler_service_spec(cluster, secrets)
+        service_id = await self.create_service(spec)
+        self.log.info(
+            "Scheduler service %s for cluster %s created", spec["name"], cluster.name
+        )
+        yield dict(state, service_id=service_id, service_name=spec["name"])
+
+    async def do_stop_cluster(self, cluster):
+        """Stop workers, then the scheduler, then remove the secrets.
+
+        The scheduler is first asked to retire its workers, so they exit at
+        once instead of waiting for Swarm to stop their containers; then the
+        worker services are removed and, once no worker task runs any more
+        (at most ``stop_timeout``), the scheduler service and the secrets.
+        """
+        await self.retire_workers(cluster)
+        services = await self.list_services(self.naming.cluster_filter(cluster.name))
+        role = self.naming.label("role")
+        workers = [s for s in services if s["Spec"]["Labels"].get(role) == "worker"]
+        others = [s for s in services if s not in workers]
+        await self.remove_services(workers)
+        if workers and not await self.wait_tasks_gone(
+            [s["ID"] for s in workers], self.stop_timeout
+        ):
+            self.log.warning("Workers of cluster %s still running", cluster.name)
+        await self.remove_services(others)
+        await self.remove_secrets(cluster.name)
+        self.log.info(
+            "Removed %d worker services and the scheduler of cluster %s",
+            len(workers),
+            cluster.name,
+        )
+
+    async def retire_workers(self, cluster, timeout=3):
+        """Ask a running scheduler to retire all its workers (best effort)."""
+        if not cluster.api_address or not any(
+            w.status < JobStatus.STOPPED for w in cluster.workers.values()
+        ):
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self.session.post(
+                    cluster.api_address + "/api/comm",
+                    json={"op": "scale", "count": 0},
+                    headers={"Authorization": "token %s" % cluster.token},
+                    raise_for_status=True,
+                )
+        except Exception as exc:
+            self.log.debug("Could not retire workers of %s: %r", cluster.name, exc)
+
+    async def remove_services(self, services):
+        await asyncio.gather(
+            *(self.remove_service(s["ID"], s["Spec"]["Name"]) for s in services)
+        )
+
+    async def do_start_worker(self, worker):
+        secrets = {k: tuple(v) for k, v in worker.cluster.state["secrets"].items()}
+        spec = self.worker_service_spec(worker, secrets)
+        yield {"service_name": spec["name"]}
+        service_id = await self.create_service(spec)
+        self.log.debug("Worker service %s created", spec["name"])
+        yield {"service_name": spec["name"], "service_id": service_id}
+
+    async def do_stop_worker(self, worker):
+        name = worker.state.get("service_id") or worker.state.get("service_name")
+        if name:
+            await self.remove_service(name, worker.state.get("service_name"))
+
+    async def do_check_clusters(self, clusters):
+        return await self.check_services(clusters)
+
+    async def do_check_workers(self, workers):
+        return await self.check_services(workers)
+
+    async def check_services(self, objs):
+        """Status of many clusters/workers from one task query.
+
+        An object is ok while its service exists and its task has not reached
+        a terminal state (restart policy none: it never comes back).
+        """
+        ids = [o.state.get("service_id") for o in objs]
+        if not any(ids):
+            return [False] * len(objs)
+        tasks = await self.list_tasks({i for i in ids if i})
+        by_service = {}
+        for t in tasks:
+            by_service.setdefault(t["ServiceID"], []).append(t)
+        out = []
+        for obj, service_id in zip(objs, ids):
+            states = [t["Status"]["State"] for t in by_service.get(service_id, [])]
+            ok = service_id is not None and (
+                not states or any(s not in TERMINAL_TASK_STATES for s in states)
+            )
+            if not ok:
+                self.log.info(
+                    "Service %s of %s failed: tasks %s",
+                    obj.state.get("service_name"),
+                    obj.name,
+                    states,
+                )
+            out.append(ok)
+        return out
+
+    # ------------------------------------------------------------------
+    # Sweeping
+
+    def live_objects(self):
+        """Names of clusters and workers the database still considers alive."""
+        clusters, workers = set(), set()
+        for cluster in self.db.name_to_cluster.values():
+            if cluster.status < JobStatus.STOPPED:
+                clusters.add(cluster.name)
+                for worker in cluster.workers.values():
+                    if worker.status < JobStatus.STOPPED:
+                        workers.add(worker.name)
+        return clusters, workers
+
+    async def sweep_orphans(self):
+        """Remove this gateway's services and secrets that belong to no live cluster."""
+        services = await self.list_services(self.naming.gateway_filter())
+        secrets = await self.docker_call("secrets", filters=self.naming.gateway_filter())
+        # The database is read after listing: anything created after the
+        # listing is not in it, anything listed was recorded before.
+        live_clusters, live_workers = self.live_objects()
+        key_cluster = self.naming.label("cluster")
+        key_role = self.naming.label("role")
+        key_worker = self.naming.label("worker")
+        orphans = []
+        for s in services:
+            labels = s["Spec"].get("Labels", {})
+            if labels.get(key_cluster) not in live_clusters or (
+                labels.get(key_role) == "worker"
+                and labels.get(key_worker) not in live_workers
+            ):
+                orphans.append(s)
+        workers = [s for s in orphans if s["Spec"]["Labels"].get(key_role) == "worker"]
+        await self.remove_services(workers)
+        await self.remove_services([s for s in orphans if s not in workers])
+        orphan_secrets = [
+            s for s in secrets if s["Spec"]["Labels"].get(key_cluster) not in live_clusters
+        ]
+        for s in orphan_secrets:
+            await self.remove_secret(s["ID"], s["Spec"]["Name"])
+        self.log.info(
+            "Swept %d orphaned services and %d orphaned secrets",
+            len(orphans),
+            len(orphan_secrets),
+        )
+        return [s["Spec"]["Name"] for s in orphans], [
+            s["Spec"]["Name"] for s in orphan_secrets
+        ]
+
+    # ------------------------------------------------------------------
+    # Global worker cap
+
+    def workers_in_use(self, exclude=None):
+        """Workers requested by all active clusters except ``exclude``."""
+        return sum(
+            c.count
+            for c in self.db.active_clusters()
+            if c.name != exclude and c.target <= JobStatus.RUNNING
+        )
+
+    def workers_available(self, cluster_name):
+        if not self.max_total_workers:
+            return None
+        return max(0, self.max_total_workers - self.workers_in_use(cluster_name))
+
+    async def forward_message_to_scheduler(self, cluster, msg):
+        available = self.workers_available(cluster.name)
+        if available is not None and msg.get("op") == "scale" and msg["count"] > available:
+            self.log.info(
+                "Refused scaling cluster %s to %d workers: %d of the gateway-wide "
+                "cap of %d available",
+                cluster.name,
+                msg["count"],
+                available,
+                self.max_total_workers,
+            )
+            raise PublicException(
+                f"Scale request of {msg['count']} workers exceeds the gateway-wide "
+                f"limit of {self.max_total_workers} workers for all users "
+                f"({available} available)"
+            )
+        return await super().forward_message_to_scheduler(cluster, msg)
+
+    async def on_cluster_heartbeat(self, cluster_name, msg):
+        available = self.workers_available(cluster_name)
+        if available is not None and msg["count"] > available:
+            # Adaptive scaling asks through heartbeats; clamp to the cap.
+            self.log.info(
+                "Cluster %s asked for %d workers, gateway-wide cap leaves %d",
+                cluster_name,
+                msg["count"],
+                available,
+            )
+            msg = dict(msg, count=available)
+        return await super().on_cluster_heartbeat(cluster_name, msg)

@@ -1,0 +1,93 @@
+"""Client-side helpers: timeouts on blocking calls, close-once semantics."""
+
+import contextlib
+import threading
+import time
+
+from dask_gateway import BasicAuth, Gateway
+
+
+def call(func, *args, timeout=90, **kwargs):
+    """Run a blocking client call with a timeout (the stock client can hang).
+
+    A daemon thread, so a hung call cannot keep the interpreter from exiting.
+    """
+    result = {}
+
+    def target():
+        try:
+            result["value"] = func(*args, **kwargs)
+        except BaseException as exc:  # re-raised in the caller
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"{getattr(func, '__qualname__', func)} did not return in {timeout} s")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def _noop(*args, **kwargs):
+    return None
+
+
+def close_gateway(gw):
+    """Close a Gateway once, for good.
+
+    ``Gateway.close`` is not idempotent: a second call (from ``__del__``
+    when the cycle collector frees the object) stops the client's event-loop
+    runner again, which can stop the loop another live Gateway/cluster is
+    using and deadlock the process. So ``close`` is disarmed after use.
+    """
+    try:
+        call(gw.close, timeout=30)
+    finally:
+        gw.close = _noop
+
+
+def close_cluster(cluster, shutdown=False):
+    try:
+        call(cluster.close, shutdown=shutdown, timeout=90)
+    finally:
+        cluster.gateway.close = _noop
+
+
+@contextlib.contextmanager
+def open_gateway(deployment, password=None, user="alice"):
+    gw = Gateway(deployment.address, auth=BasicAuth(user, password or deployment.password))
+    try:
+        yield gw
+    finally:
+        close_gateway(gw)
+
+
+@contextlib.contextmanager
+def open_cluster(gw, shutdown=True, **options):
+    cluster = call(gw.new_cluster, shutdown_on_close=False, timeout=120, **options)
+    try:
+        yield cluster
+    finally:
+        close_cluster(cluster, shutdown=shutdown)
+
+
+@contextlib.contextmanager
+def open_client(cluster):
+    client = call(cluster.get_client, timeout=60)
+    try:
+        yield client
+    finally:
+        call(client.close, timeout=30)
+
+
+def wait_for(predicate, timeout, interval=0.25, message="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)

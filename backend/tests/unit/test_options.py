@@ -1,0 +1,126 @@
+"""Cluster options: profiles, node pools, validation messages naming the option."""
+
+import asyncio
+
+import pytest
+from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.models import User
+
+from dask_gateway_swarm import SwarmBackend, parse_memory, swarm_cluster_options
+
+GIB = 2**30
+
+PROFILES = {
+    "small": {"worker_cores": 2, "worker_memory": "8 GiB"},
+    "medium": {"worker_cores": 4, "worker_memory": "16 GiB"},
+}
+
+
+def make_backend(**kwargs):
+    options = swarm_cluster_options(
+        profiles=PROFILES,
+        node_pools=["arm64", "x86"],
+        max_worker_cores=4,
+        max_worker_memory="16 GiB",
+        **kwargs,
+    )
+    return SwarmBackend(cluster_options=options)
+
+
+def process(backend, request):
+    return asyncio.run(backend.process_cluster_options(User("alice"), request))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("8 GiB", 8 * GIB),
+        ("8G", 8 * GIB),
+        ("512 MiB", 512 * 2**20),
+        ("1.5 GiB", int(1.5 * GIB)),
+        (1024, 1024),
+    ],
+)
+def test_parse_memory(text, expected):
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["banana", "8 XB", "", "-1 G", True, None])
+def test_parse_memory_refuses(bad):
+    with pytest.raises(ValueError, match="worker_memory"):
+        parse_memory(bad, "worker_memory")
+
+
+def test_profile_small_and_medium():
+    backend = make_backend()
+    _, config = process(backend, {"profile": "small"})
+    assert config.worker_cores == 2
+    assert config.worker_memory == 8 * GIB
+    assert config.worker_memory_limit == 8 * GIB
+    assert config.worker_threads == 2
+    _, config = process(backend, {"profile": "medium"})
+    assert (config.worker_cores, config.worker_memory) == (4, 16 * GIB)
+
+
+def test_custom_size_image_env_pool():
+    backend = make_backend()
+    _, config = process(
+        backend,
+        {
+            "worker_cores": 1.5,
+            "worker_cores_limit": 2,
+            "worker_memory": "3 GiB",
+            "node_pool": "arm64",
+            "image": "other:2",
+            "environment": {"FOO": "bar"},
+        },
+    )
+    assert config.worker_cores == 1.5
+    assert config.worker_cores_limit == 2
+    assert config.worker_threads == 1
+    assert config.worker_memory == 3 * GIB
+    assert config.node_pool == "arm64"
+    assert config.image == "other:2"
+    assert config.environment == {"FOO": "bar"}
+
+
+def test_defaults_any_pool_keep_config_image():
+    backend = make_backend()
+    _, config = process(backend, {})
+    assert config.node_pool == ""
+    assert config.image == "dask-gateway-swarm:latest"
+    assert config.worker_cores == 1
+    assert config.worker_memory == 2 * GIB
+
+
+@pytest.mark.parametrize(
+    "request_, option",
+    [
+        ({"profile": "huge"}, "profile"),
+        ({"worker_memory": "banana"}, "worker_memory"),
+        ({"worker_cores": 8}, "worker_cores"),
+        ({"worker_cores": 3, "worker_cores_limit": 2}, "worker_cores"),
+        ({"worker_memory": "64 GiB"}, "worker_memory"),
+        ({"node_pool": "mars"}, "node_pool"),
+        ({"environment": {"DASK_GATEWAY_API_TOKEN": "x"}}, "environment"),
+        ({"environment": {"1BAD": "x"}}, "environment"),
+        ({"image": "has space"}, "image"),
+        ({"worker_cores": "two"}, "worker_cores"),
+        ({"workers": 3}, "workers"),
+    ],
+)
+def test_bad_options_refused_naming_the_option(request_, option):
+    backend = make_backend()
+    with pytest.raises(PublicException) as info:
+        process(backend, request_)
+    assert option in str(info.value)
+
+
+def test_bad_profile_fails_at_configuration_time():
+    with pytest.raises(ValueError, match="worker_cores"):
+        swarm_cluster_options(profiles={"big": {"worker_cores": 64}}, max_worker_cores=4)
+
+
+def test_no_pool_field_without_pools():
+    options = swarm_cluster_options()
+    assert "node_pool" not in {f.field for f in options.fields}

@@ -1,0 +1,319 @@
+#!/usr/bin/env python
+"""Cluster latency: the Swarm backend vs dask-gateway-server's local backend.
+
+One run on one machine, median of N repetitions (default 5):
+
+- new_cluster() until the cluster is ready (the call returns),
+- scale(4) until 4 workers are connected,
+- 10,000 tiny tasks through the gateway (client.map + gather),
+- shutdown until everything is gone (Swarm: no container with the cluster's
+  labels; local: the cluster reported stopped and its processes gone),
+
+for the Swarm backend (gateway as a Swarm service from the image, as in the
+integration tests) and for the local-process backend (UnsafeLocalBackend in a
+dask-gateway-server subprocess); task throughput also against a plain
+LocalCluster with 4 single-thread workers. Speed is measured, never asserted.
+
+Usage: .venv/bin/python benchmarks/cluster_latency/run.py [--reps 5] [--json out.json]
+"""
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "backend" / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "backend" / "src"))
+
+import harness  # noqa: E402
+from dask_gateway import BasicAuth, Gateway  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+N_WORKERS = 4
+N_TASKS = 10_000
+# Sized so 4 workers and the scheduler fit on a 2-core machine: Swarm
+# reserves 0.25 core / 512 MiB per worker, each may use up to one core.
+WORKER_OPTIONS = dict(worker_cores=0.25, worker_cores_limit=1, worker_memory="512 MiB")
+
+
+def call(func, *args, timeout=120, **kwargs):
+    """Blocking call with a timeout, in a daemon thread (a hang cannot block exit)."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = func(*args, **kwargs)
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"{getattr(func, '__qualname__', func)} timed out after {timeout} s")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def _noop(*args, **kwargs):
+    return None
+
+
+def close_gateway(gw):
+    # Gateway.close is not idempotent; a second call from __del__ (cycle
+    # collector) can stop a loop still in use and deadlock. Disarm it.
+    try:
+        call(gw.close, timeout=30)
+    finally:
+        gw.close = _noop
+
+
+def close_cluster(cluster, shutdown=False):
+    try:
+        call(cluster.close, shutdown=shutdown, timeout=90)
+    finally:
+        cluster.gateway.close = _noop
+
+
+def inc(x):
+    return x + 1
+
+
+def tiny_tasks(client):
+    t0 = time.perf_counter()
+    futures = client.map(inc, range(N_TASKS), pure=False)
+    results = client.gather(futures)
+    elapsed = time.perf_counter() - t0
+    assert sum(results) == sum(range(1, N_TASKS + 1))
+    del futures
+    return elapsed
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(interval)
+
+
+def one_gateway_round(address, password, gone, options):
+    """One create/scale/compute/shutdown cycle; returns the four timings."""
+    gw = Gateway(address, auth=BasicAuth("bench", password))
+    cluster = client = None
+    try:
+        t0 = time.perf_counter()
+        cluster = call(gw.new_cluster, shutdown_on_close=False, **options)
+        t_new = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        call(cluster.scale, N_WORKERS)
+        client = call(cluster.get_client)
+        call(client.wait_for_workers, N_WORKERS, timeout=120)
+        t_scale = time.perf_counter() - t0
+
+        t_tasks = call(tiny_tasks, client, timeout=300)
+        call(client.close, timeout=30)
+        client = None
+
+        name = cluster.name
+        t0 = time.perf_counter()
+        c, cluster = cluster, None
+        close_cluster(c, shutdown=True)
+        wait_until(lambda: gone(name), 120)
+        t_shutdown = time.perf_counter() - t0
+        return {"new_cluster": t_new, "scale4": t_scale, "tasks10k": t_tasks,
+                "shutdown": t_shutdown}
+    finally:
+        if client is not None:
+            call(client.close, timeout=30)
+        if cluster is not None:
+            close_cluster(cluster, shutdown=True)
+        close_gateway(gw)
+
+
+# -- Swarm backend --------------------------------------------------------------
+
+
+def bench_swarm(reps):
+    client = harness.docker_client()
+    initialised = harness.ensure_swarm(client)
+    previous = harness.ensure_node_label(client, harness.WORKER_NODE_LABEL)
+    image = harness.build_image()
+    deployment = harness.GatewayDeployment(
+        client, image, run_id="bench-" + secrets.token_hex(3), cluster_max_workers=N_WORKERS
+    )
+    try:
+        deployment.deploy()
+
+        def gone(name):
+            flt = {"label": [f"{harness.GATEWAY_LABEL}={deployment.gateway_id}",
+                             f"{harness.LABEL_PREFIX}.cluster={name}"]}
+            return not client.api.containers(all=True, filters=flt)
+
+        rounds = []
+        for i in range(reps):
+            rounds.append(one_gateway_round(deployment.address, deployment.password, gone,
+                                            WORKER_OPTIONS))
+            print(f"swarm round {i + 1}: {fmt_round(rounds[-1])}", file=sys.stderr)
+        return rounds
+    finally:
+        deployment.remove()
+        if initialised:
+            harness.leave_swarm(client)
+        else:
+            harness.restore_node_label(client, harness.WORKER_NODE_LABEL, previous)
+        client.close()
+
+
+# -- local-process backend ------------------------------------------------------
+
+LOCAL_CONFIG = """\
+c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
+c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
+c.SimpleAuthenticator.password = {password!r}
+c.DaskGateway.log_level = "WARN"
+c.Proxy.address = "127.0.0.1:{port}"
+c.Proxy.log_level = "warn"
+c.UnsafeLocalBackend.cluster_heartbeat_period = 5
+c.LocalClusterConfig.scheduler_cmd = [{dask!r}, "scheduler"]
+c.LocalClusterConfig.worker_cmd = [{dask!r}, "worker"]
+c.LocalClusterConfig.worker_cores = 1
+c.LocalClusterConfig.worker_memory = "512 M"
+c.LocalClusterConfig.cluster_max_workers = {n}
+"""
+
+
+def bench_local(reps):
+    tmp = tempfile.mkdtemp(prefix="dgs-bench-local-")
+    port = harness.free_port()
+    password = secrets.token_urlsafe(12)
+    bindir = Path(sys.executable).parent
+    config = Path(tmp, "config.py")
+    config.write_text(LOCAL_CONFIG.format(password=password, port=port,
+                                          dask=str(bindir / "dask"), n=N_WORKERS))
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    proc = subprocess.Popen(
+        [str(bindir / "dask-gateway-server"), "-f", str(config)],
+        cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=open(Path(tmp, "log"), "w"),
+        start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _health(address), 60)
+
+        def gone(name):
+            gw = Gateway(address, auth=BasicAuth("bench", password))
+            try:
+                return not [c for c in call(gw.list_clusters) if c.name == name]
+            finally:
+                close_gateway(gw)
+
+        rounds = []
+        for i in range(reps):
+            rounds.append(one_gateway_round(address, password, gone, {}))
+            print(f"local round {i + 1}: {fmt_round(rounds[-1])}", file=sys.stderr)
+        return rounds
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _health(address):
+    try:
+        with urllib.request.urlopen(f"{address}/api/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+# -- LocalCluster ---------------------------------------------------------------
+
+
+def bench_localcluster(reps):
+    rounds = []
+    for i in range(reps):
+        t0 = time.perf_counter()
+        cluster = LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+        try:
+            client.wait_for_workers(N_WORKERS, timeout=60)
+            startup = time.perf_counter() - t0
+            rounds.append({"startup": startup, "tasks10k": call(tiny_tasks, client, timeout=300)})
+        finally:
+            client.close()
+            cluster.close()
+        print(f"LocalCluster round {i + 1}: {fmt_round(rounds[-1])}", file=sys.stderr)
+    return rounds
+
+
+# -- report ---------------------------------------------------------------------
+
+
+def fmt_round(r):
+    return ", ".join(f"{k} {v:.2f}s" for k, v in r.items())
+
+
+def median(rounds, key):
+    values = [r[key] for r in rounds if key in r]
+    return statistics.median(values) if values else None
+
+
+def table(results):
+    rows = [
+        ("new_cluster() to ready", "new_cluster", "startup"),
+        ("scale(4) to 4 workers", "scale4", None),
+        ("10,000 tiny tasks", "tasks10k", "tasks10k"),
+        ("shutdown to all gone", "shutdown", None),
+    ]
+    cols = ["swarm", "local", "localcluster"]
+    head = f"{'median of %d (s)' % results['reps']:<26}{'Swarm backend':>15}{'local backend':>15}{'LocalCluster':>14}"
+    lines = [head, "-" * len(head)]
+    for label, key, lc_key in rows:
+        vals = []
+        for col in cols:
+            k = lc_key if col == "localcluster" else key
+            v = median(results[col], k) if (k and results.get(col)) else None
+            vals.append("-" if v is None else f"{v:.2f}")
+        lines.append(f"{label:<26}{vals[0]:>15}{vals[1]:>15}{vals[2]:>14}")
+    s, lc = median(results["swarm"], "tasks10k"), median(results["localcluster"], "tasks10k")
+    if s and lc:
+        lines.append(f"throughput Swarm / LocalCluster: {lc / s:.2f}x")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", help="also write raw timings to this file")
+    parser.add_argument("--only", choices=["swarm", "local", "localcluster"], action="append")
+    args = parser.parse_args()
+    todo = args.only or ["swarm", "local", "localcluster"]
+    results = {"reps": args.reps}
+    runners = {"swarm": bench_swarm, "local": bench_local, "localcluster": bench_localcluster}
+    for name in ["swarm", "local", "localcluster"]:
+        results[name] = runners[name](args.reps) if name in todo else []
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

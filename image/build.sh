@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Build the one Dask image (gateway, scheduler, worker) from a wheelhouse.
+#
+# The wheelhouse is filled on the controller (this machine) with
+# `pip download --only-binary=:all: --platform ...` for the target
+# architecture; the Docker build itself installs with --no-index and needs no
+# PyPI access. The tag is derived from the content: the lock, the extra
+# packages, the backend package (version and source), the Dockerfile and the
+# base image.
+#
+# Usage: image/build.sh [options]
+#   --wheelhouse DIR     wheel directory (default: <repo>/.cache/wheelhouse/<arch>)
+#   --arch ARCH          x86_64 | aarch64 (default: uname -m)
+#   --base-image IMAGE   base image with python3.11 (default: debian:bookworm)
+#   --extra "PKG ..."    extra pip requirements, e.g. "scipy==1.16.3 xarray"
+#   --repo NAME          image repository (default: dask-gateway-swarm)
+#   --tag TAG            override the content-derived tag
+#   --python PIP_PY      python used for `pip download` (default: <repo>/.venv/bin/python)
+#   --download-only      fill the wheelhouse, don't build
+#   --print-tag          print the image reference that would be built, and exit
+#   --context-tar FILE   write the build context as a tar file (to build elsewhere), don't build
+#   --force              build even if the image already exists
+#   --no-cache           build without Docker's layer cache (implies --force)
+#   --lock               re-resolve requirements.txt from requirements.in
+# The image reference (REPO:TAG) is printed as the last line of stdout.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+
+arch="$(uname -m)"
+wheelhouse=""
+base_image="debian:bookworm"
+extra=""
+repo="dask-gateway-swarm"
+tag=""
+py="$root/.venv/bin/python"
+download_only=0
+print_tag=0
+context_tar=""
+force=0
+lock=0
+no_cache=()
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --wheelhouse) wheelhouse="$2"; shift 2 ;;
+        --arch) arch="$2"; shift 2 ;;
+        --base-image) base_image="$2"; shift 2 ;;
+        --extra) extra="$2"; shift 2 ;;
+        --repo) repo="$2"; shift 2 ;;
+        --tag) tag="$2"; shift 2 ;;
+        --python) py="$2"; shift 2 ;;
+        --download-only) download_only=1; shift ;;
+        --print-tag) print_tag=1; shift ;;
+        --context-tar) context_tar="$2"; shift 2 ;;
+        --force) force=1; shift ;;
+        --no-cache) force=1; no_cache=(--no-cache); shift ;;
+        --lock) lock=1; shift ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+case "$arch" in
+    x86_64|amd64) arch=x86_64 ;;
+    aarch64|arm64) arch=aarch64 ;;
+    *) echo "build.sh: unsupported arch $arch (x86_64 or aarch64)" >&2; exit 2 ;;
+esac
+[[ -n "$wheelhouse" ]] || wheelhouse="$root/.cache/wheelhouse/$arch"
+[[ -x "$py" ]] || py="$(command -v python3)"
+
+log() { echo "build.sh: $*" >&2; }
+
+platform_args=(--only-binary=:all: --python-version 3.11 --implementation cp
+    --abi cp311 --abi abi3 --abi none)
+for p in manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux2014 \
+         manylinux_2_12 manylinux2010 manylinux_2_5 manylinux1 linux; do
+    platform_args+=(--platform "${p}_${arch}")
+done
+platform_args+=(--platform any)
+
+extra_file="$(mktemp)"
+trap 'rm -f "$extra_file"' EXIT
+for pkg in $extra; do echo "$pkg"; done > "$extra_file"
+
+if [[ $lock -eq 1 ]]; then
+    log "resolving requirements.in against the controller venv"
+    tmp="$(mktemp -d)"
+    "$py" -m pip freeze | grep -viE '^(-e|pytest|ansible|molecule)' > "$tmp/constraints.txt"
+    "$py" -m pip download -q -d "$tmp/wheels" "${platform_args[@]}" \
+        -r "$here/requirements.in" -c "$tmp/constraints.txt"
+    {
+        echo "# Fully pinned lock of requirements.in, resolved with the controller venv as"
+        echo "# constraints (regenerate: ./build.sh --lock). Installed with --no-deps."
+        ls "$tmp/wheels" | "$py" -c '
+import re, sys
+for f in sys.stdin:
+    name, version = f.strip().split("-")[:2]
+    print(re.sub(r"[-_.]+", "-", name).lower() + "==" + version)' | sort
+    } > "$here/requirements.txt"
+    rm -rf "$tmp"
+    log "wrote $here/requirements.txt"
+fi
+
+backend_version="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$root/backend/src/dask_gateway_swarm/__init__.py")"
+base_id="$(docker image inspect --format '{{.Id}}' "$base_image" 2>/dev/null || echo "$base_image")"
+
+content_hash() {
+    {
+        echo "base=$base_image@$base_id backend=$backend_version"
+        cat "$here/requirements.txt" "$extra_file" "$here/Dockerfile"
+        (cd "$root/backend" && find pyproject.toml README.md src -type f \
+            ! -path '*__pycache__*' ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum)
+    } | sha256sum | cut -c1-12
+}
+[[ -n "$tag" ]] || tag="$backend_version-$(content_hash)"
+ref="$repo:$tag"
+
+if [[ $print_tag -eq 1 ]]; then echo "$ref"; exit 0; fi
+
+if [[ $download_only -eq 0 && $force -eq 0 && -z "$context_tar" ]] && docker image inspect "$ref" >/dev/null 2>&1; then
+    log "image $ref already present"
+    echo "$ref"
+    exit 0
+fi
+
+# Fill the wheelhouse (skipped when a stamp shows it holds this lock + extras).
+mkdir -p "$wheelhouse"
+stamp="$wheelhouse/.stamp"
+want="$(cat "$here/requirements.txt" "$extra_file" | sha256sum | cut -c1-16)"
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    log "downloading wheels for $arch into $wheelhouse"
+    "$py" -m pip download -q -d "$wheelhouse" "${platform_args[@]}" --no-deps \
+        -r "$here/requirements.txt"
+    if [[ -s "$extra_file" ]]; then
+        "$py" -m pip download -q -d "$wheelhouse" "${platform_args[@]}" \
+            -r "$extra_file" -c "$here/requirements.txt"
+    fi
+    rm -f "$stamp"; echo "$want" > "$stamp"
+fi
+[[ $download_only -eq 1 ]] && { log "wheelhouse ready: $wheelhouse"; exit 0; }
+
+# Build context: Dockerfile, lock, extras, wheels, backend source.
+ctx="$(mktemp -d)"
+trap 'rm -rf "$ctx"; rm -f "$extra_file"' EXIT
+cp "$here/Dockerfile" "$here/requirements.txt" "$ctx/"
+cp "$extra_file" "$ctx/extra-requirements.txt"
+mkdir "$ctx/wheels" "$ctx/backend"
+cp -l "$wheelhouse"/*.whl "$ctx/wheels/" 2>/dev/null || cp "$wheelhouse"/*.whl "$ctx/wheels/"
+(cd "$root/backend" && tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md src) \
+    | tar -x -C "$ctx/backend"
+
+if [[ -n "$context_tar" ]]; then
+    mkdir -p "$(dirname "$context_tar")"
+    tar -C "$ctx" -cf "$context_tar" .
+    log "build context for $ref ($arch) written to $context_tar"
+    echo "$ref"
+    exit 0
+fi
+
+log "building $ref (base $base_image, $arch)"
+docker build -q "${no_cache[@]}" \
+    --build-arg "BASE_IMAGE=$base_image" \
+    --build-arg "IMAGE_TAG=$ref" \
+    --label "dask-gateway-swarm.image=true" \
+    --label "dask-gateway-swarm.backend-version=$backend_version" \
+    --label "dask-gateway-swarm.arch=$arch" \
+    -t "$ref" "$ctx" >&2
+log "built $ref"
+echo "$ref"
