@@ -1,0 +1,183 @@
+"""What a converged fleet must look like, checked node by node.
+
+Shared by every scenario; expected values come from the scenario's inventory
+(see conftest.py). Swarm nodes are matched to inventory hosts by NodeID, which
+each node reports itself: hostnames may repeat (every Pi is `raspberrypi`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from conftest import Fleet, Node
+
+BOOT_MARKER = "/run/dask-swarm-harness.boot"
+CGROUP_FLAGS = ("cgroup_enable=memory", "cgroup_memory=1")
+PI_CMDLINE_CANDIDATES = ("/boot/firmware/cmdline.txt", "/boot/cmdline.txt")
+
+
+# --- Docker Engine, installed by roles/docker_engine --------------------------
+
+
+def test_docker_package_installed(node: Node) -> None:
+    assert node.host.package("docker.io").is_installed
+
+
+def test_node_image_has_no_docker(node: Node, local) -> None:  # noqa: ANN001
+    """The role, not the node image, must have installed Docker."""
+    image = local.check_output("docker inspect --format %s %s", "{{.Config.Image}}", node.container).strip()
+    probe = local.run(
+        "docker run --rm --network none --entrypoint dpkg-query %s -W -f %s docker.io",
+        image,
+        "${Status}",
+    )
+    assert "install ok installed" not in probe.stdout, f"image {image} already contains docker.io"
+
+
+def test_docker_service_running_and_enabled(node: Node) -> None:
+    service = node.host.service("docker")
+    assert service.is_running
+    assert service.is_enabled
+
+
+def test_daemon_json(node: Node) -> None:
+    daemon_json = node.host.file("/etc/docker/daemon.json")
+    assert daemon_json.is_file
+    config = json.loads(daemon_json.content_string)
+    log_opts = config.get("log-opts", {})
+    assert log_opts.get("max-size"), "daemon.json: no log-opts max-size (log rotation)"
+    assert str(log_opts.get("max-file", "")).strip(), "daemon.json: no log-opts max-file (log rotation)"
+    # live-restore is incompatible with Swarm mode.
+    assert not config.get("live-restore", False), "daemon.json enables live-restore"
+    assert node.docker_info("{{json .LiveRestoreEnabled}}") == "false"
+
+
+# --- Swarm membership, as each node sees itself --------------------------------
+
+
+def test_swarm_active(node: Node) -> None:
+    assert node.docker_info("{{.Swarm.LocalNodeState}}") == "active"
+    control = node.docker_info("{{json .Swarm.ControlAvailable}}")
+    assert control == json.dumps(node.is_manager), f"{node.name}: ControlAvailable={control}"
+
+
+def test_advertise_addr(node: Node) -> None:
+    """Each node advertises its own address (default: its default IPv4)."""
+    var = "swarm_manager_advertise_addr" if node.is_manager else "swarm_worker_advertise_addr"
+    expected = node.vars.get(var, "")
+    if not expected or "{{" in str(expected):
+        route = node.host.check_output("ip -4 -o route get 8.8.8.8")
+        match = re.search(r"\bsrc (\S+)", route)
+        assert match, f"{node.name}: no default IPv4 route: {route}"
+        expected = match.group(1)
+    assert node.docker_info("{{.Swarm.NodeAddr}}") == expected
+
+
+# --- The swarm as every manager sees it ----------------------------------------
+
+
+def test_swarm_has_exactly_the_inventory_nodes(manager: Node, fleet: Fleet) -> None:
+    view = fleet.swarm_view(manager)
+    assert len(view) == len(fleet.nodes)
+    assert set(view) == set(fleet.by_node_id)
+    for node_id, swarm_node in view.items():
+        name = fleet.by_node_id[node_id].name
+        assert swarm_node["Status"]["State"] == "ready", f"{name} is {swarm_node['Status']['State']}"
+
+
+def test_roles_and_manager_status(manager: Node, fleet: Fleet) -> None:
+    view = fleet.swarm_view(manager)
+    leaders = []
+    for node_id, node in fleet.by_node_id.items():
+        swarm_node = view[node_id]
+        assert swarm_node["Spec"]["Role"] == node.expected_role, node.name
+        status = swarm_node.get("ManagerStatus")
+        if node.is_manager:
+            assert status, f"{node.name}: manager without ManagerStatus"
+            assert status.get("Reachability") == "reachable", f"{node.name}: {status}"
+            if status.get("Leader"):
+                leaders.append(node.name)
+        else:
+            assert not status, f"{node.name}: worker with ManagerStatus {status}"
+    assert len(leaders) == 1, f"leaders: {leaders}"
+
+
+def test_labels(manager: Node, fleet: Fleet) -> None:
+    view = fleet.swarm_view(manager)
+    for node_id, node in fleet.by_node_id.items():
+        labels = view[node_id]["Spec"].get("Labels") or {}
+        assert labels == node.expected_labels, node.name
+
+
+def test_availability(manager: Node, fleet: Fleet) -> None:
+    view = fleet.swarm_view(manager)
+    for node_id, node in fleet.by_node_id.items():
+        assert view[node_id]["Spec"]["Availability"] == node.expected_availability, node.name
+
+
+def test_hostnames(manager: Node, fleet: Fleet, platforms: dict) -> None:
+    """The swarm sees the hostnames the scenario gave (repeated ones too)."""
+    view = fleet.swarm_view(manager)
+    for node_id, node in fleet.by_node_id.items():
+        expected = platforms[node.name].get("hostname") or node.name
+        assert view[node_id]["Description"]["Hostname"] == expected, node.name
+
+
+# --- Raspberry Pi boot configuration --------------------------------------------
+
+
+def test_not_rebooted(node: Node) -> None:
+    """prepare.yml left a marker on the tmpfs /run; a reboot would remove it."""
+    assert node.host.file(BOOT_MARKER).exists, f"{node.name} rebooted (or was not prepared)"
+
+
+def test_kernel_cmdline(node: Node) -> None:
+    if node.vars.get("docker_engine_raspberry_pi") is True:
+        path = node.vars.get("docker_engine_cmdline_path", PI_CMDLINE_CANDIDATES[0])
+        original = node.vars.get("harness_pi_cmdline")
+        assert original, f"{node.name}: a Pi node needs harness_pi_cmdline (prepare.yml writes it)"
+        content = node.host.file(path).content_string
+        assert "\n" not in content.rstrip("\n"), f"{path} is not a single line: {content!r}"
+        words = content.split()
+        for flag in CGROUP_FLAGS:
+            assert words.count(flag) == 1, f"{path}: {flag} appears {words.count(flag)} times"
+        assert [w for w in words if w not in CGROUP_FLAGS] == original.split(), f"{path}: {content!r}"
+    else:
+        paths = [node.vars["docker_engine_cmdline_path"]] if "docker_engine_cmdline_path" in node.vars else []
+        for path in paths or PI_CMDLINE_CANDIDATES:
+            assert not node.host.file(path).exists, f"{node.name} is no Pi but has {path}"
+
+
+# --- Join tokens stay secret ---------------------------------------------------
+
+
+def _secrets(fleet: Fleet) -> dict[str, str]:
+    """Both join tokens and their secret parts (SWMTKN-1-<CA hash>-<secret>)."""
+    out = {}
+    for kind, token in fleet.join_tokens.items():
+        out[f"{kind} join token"] = token
+        out[f"{kind} join token secret"] = token.rsplit("-", 1)[-1]
+    return out
+
+
+def test_join_tokens_not_in_files(node: Node, fleet: Fleet) -> None:
+    patterns = " ".join(f"-e {value}" for value in _secrets(fleet).values())
+    found = node.host.run(f"grep -rlsF --devices=skip {patterns} /etc /root")
+    assert found.stdout.strip() == "", f"{node.name}: join token in {found.stdout.split()}"
+    assert found.rc == 1, f"{node.name}: grep failed (rc={found.rc}): {found.stderr}"
+
+
+def test_join_tokens_not_in_ansible_output(fleet: Fleet, ansible_log: str) -> None:
+    assert ansible_log.strip(), "the Ansible log is empty"
+    assert "PLAY RECAP" in ansible_log, "the Ansible log holds no playbook run"
+    leaked = [what for what, value in _secrets(fleet).items() if value in ansible_log]
+    assert not leaked, f"the Ansible output shows: {leaked}"
+
+
+@pytest.mark.parametrize("kind", ["worker", "manager"])
+def test_join_tokens_look_real(fleet: Fleet, kind: str) -> None:
+    """Guards the two token tests: they must search for real tokens."""
+    assert re.fullmatch(r"SWMTKN-1-[0-9a-z]{50}-[0-9a-z]{25}", fleet.join_tokens[kind])
