@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -37,6 +36,7 @@ sys.path.insert(0, str(REPO / "backend" / "tests" / "integration"))
 sys.path.insert(0, str(REPO / "backend" / "src"))
 
 import harness  # noqa: E402
+from clienthelpers import call, close_cluster, close_gateway  # noqa: E402
 from dask_gateway import BasicAuth, Gateway  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
@@ -45,46 +45,6 @@ N_TASKS = 10_000
 # Sized so 4 workers and the scheduler fit on a 2-core machine: Swarm
 # reserves 0.25 core / 512 MiB per worker, each may use up to one core.
 WORKER_OPTIONS = dict(worker_cores=0.25, worker_cores_limit=1, worker_memory="512 MiB")
-
-
-def call(func, *args, timeout=120, **kwargs):
-    """Blocking call with a timeout, in a daemon thread (a hang cannot block exit)."""
-    result = {}
-
-    def target():
-        try:
-            result["value"] = func(*args, **kwargs)
-        except BaseException as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"{getattr(func, '__qualname__', func)} timed out after {timeout} s")
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
-
-
-def _noop(*args, **kwargs):
-    return None
-
-
-def close_gateway(gw):
-    # Gateway.close is not idempotent; a second call from __del__ (cycle
-    # collector) can stop a loop still in use and deadlock. Disarm it.
-    try:
-        call(gw.close, timeout=30)
-    finally:
-        gw.close = _noop
-
-
-def close_cluster(cluster, shutdown=False):
-    try:
-        call(cluster.close, shutdown=shutdown, timeout=90)
-    finally:
-        cluster.gateway.close = _noop
 
 
 def inc(x):
