@@ -30,10 +30,12 @@ SERVER = BIN / "dask-gateway-server"
 DASK = BIN / "dask"
 MODULE = "dask_swarm.gateway.gateway_check"
 
-pytestmark = pytest.mark.skipif(
-    not (ANSIBLE.exists() and SERVER.exists() and DASK.exists()),
-    reason="needs ansible, dask-gateway-server and dask in %s" % BIN,
-)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tools_installed():
+    missing = [str(tool) for tool in (ANSIBLE, SERVER, DASK) if not tool.exists()]
+    assert not missing, "not installed (make setup installs requirements.txt): %s" % ", ".join(missing)
 
 CONFIG = """
 from dask_gateway_server.options import Options, Integer

@@ -1,18 +1,15 @@
 """swarm_status against a REAL Docker daemon. Nothing here is faked.
 
-These tests never create, join or leave a swarm: they read whatever state the
-daemon is in and check the module's report against what the Docker SDK says.
+* First, with the daemon outside any swarm (as on a fresh machine), the module
+  must refuse with a clear message.
+* Then the daemon is made a single-node swarm manager (by the backend tests'
+  harness, and left again at the end only if this module made it one): the
+  module's nodes and quorum must match ``docker node ls``; exact expectations
+  by node ID give no missing or unexpected node; a bogus expected node fails
+  the module; check mode reports the same.
 
-* Host daemon in swarm mode as a manager (another suite, e.g. the backend's,
-  may have run ``docker swarm init``): the module's nodes and quorum must match
-  ``docker node ls``; exact expectations by node ID give no missing or
-  unexpected node; a bogus expected node fails the module.
-* Host daemon not in a swarm: the module must refuse with a clear message.
-  One of these two groups is skipped, depending on the daemon's state.
-* Opt-in, multi-node: ``SWARM_STATUS_CONTAINER=<name>`` names a running
-  container that is a manager of a swarm (for example a Molecule node of this
-  collection, which has the Docker SDK installed); the module then runs inside
-  it through the community.docker.docker connection plugin.
+A multi-node swarm is checked by playbooks/verify.yml in every Molecule
+scenario, which fails the converge when swarm_status finds the swarm unhealthy.
 
     .venv/bin/pytest -q tests/integration/modules/test_swarm_status.py
 """
@@ -24,38 +21,36 @@ import subprocess
 import sys
 from pathlib import Path
 
+import docker
 import pytest
-
-docker = pytest.importorskip("docker")
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 MODULE = "dask_swarm.gateway.swarm_status"
 
-
-def daemon_swarm():
-    try:
-        client = docker.APIClient(version="auto", timeout=10)
-    except docker.errors.DockerException as exc:
-        pytest.skip("no Docker daemon: %s" % exc)
-    try:
-        return client, (client.info().get("Swarm") or {})
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        client.close()
-        pytest.skip("Docker daemon does not answer: %s" % exc)
+sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
+import harness  # noqa: E402  (the single-node swarm the backend tests use too)
 
 
-@pytest.fixture()
-def host_manager():
-    client, swarm = daemon_swarm()
-    if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
-        client.close()
-        pytest.skip("the host daemon is not a swarm manager (state %s)" % swarm.get("LocalNodeState"))
+@pytest.fixture(scope="module")
+def client():
+    api = docker.APIClient(version="auto", timeout=30)
+    api.ping()
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def host_manager(client):
+    engine = harness.docker_client()
+    initialised = harness.ensure_swarm(engine)
     yield client
-    client.close()
+    if initialised:
+        harness.leave_swarm(engine)
+    engine.close()
 
 
-def run_module(args, *extra, host="localhost"):
+def run_module(args, *extra):
     env = dict(
         os.environ,
         ANSIBLE_CALLBACK_RESULT_FORMAT="json",
@@ -64,7 +59,7 @@ def run_module(args, *extra, host="localhost"):
         ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
     )
     proc = subprocess.run(
-        [str(BIN / "ansible"), host, "-m", MODULE, "-a", json.dumps(args)] + list(extra),
+        [str(BIN / "ansible"), "localhost", "-m", MODULE, "-a", json.dumps(args)] + list(extra),
         cwd=str(ROOT),
         env=env,
         capture_output=True,
@@ -82,7 +77,20 @@ def by_role(nodes):
     return managers, workers
 
 
-# -- host daemon in swarm mode (the state of another suite; read only) -----------
+# -- host daemon outside a swarm --------------------------------------------------
+
+
+def test_refuses_a_daemon_outside_a_swarm(client):
+    state = client.info()["Swarm"].get("LocalNodeState")
+    assert state == "inactive", (
+        "this test needs the daemon outside any swarm, as on a fresh machine; it is %s" % state
+    )
+    rc, result = run_module({"report_only": True})
+    assert rc != 0
+    assert "is not an active swarm node" in result["msg"]
+
+
+# -- host daemon as a single-node swarm manager ----------------------------------
 
 
 def test_report_matches_docker_node_ls(host_manager):
@@ -123,46 +131,3 @@ def test_check_mode_reports_the_same(host_manager):
     rc, checked = run_module(args, "--check")
     assert rc == 0
     assert checked["problems"] == normal["problems"] and checked["quorum"]["managers"] == normal["quorum"]["managers"]
-
-
-# -- host daemon outside a swarm --------------------------------------------------
-
-
-def test_refuses_a_daemon_outside_a_swarm():
-    client, swarm = daemon_swarm()
-    client.close()
-    if swarm.get("LocalNodeState") == "active":
-        pytest.skip("the host daemon is in a swarm")
-    rc, result = run_module({"report_only": True})
-    assert rc != 0
-    assert "is not an active swarm node" in result["msg"]
-
-
-# -- opt-in: a multi-node swarm inside containers ------------------------------------
-
-
-@pytest.mark.skipif(not os.environ.get("SWARM_STATUS_CONTAINER"), reason="set SWARM_STATUS_CONTAINER to a manager container")
-def test_inside_a_manager_container():
-    name = os.environ["SWARM_STATUS_CONTAINER"]
-    out = subprocess.run(
-        ["docker", "exec", name, "docker", "node", "ls", "--format", "{{.ID}} {{.ManagerStatus}}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.split("\n")
-    rows = [line.split(" ", 1) for line in out if line.strip()]
-    managers = sorted(r[0] for r in rows if len(r) > 1 and r[1].strip())
-    workers = sorted(r[0] for r in rows if len(r) == 1 or not r[1].strip())
-    rc, result = run_module(
-        {"expected_managers": managers, "expected_workers": workers, "report_only": True},
-        "-i",
-        "%s," % name,
-        "-c",
-        "community.docker.docker",
-        host=name,
-    )
-    assert rc == 0, result
-    assert sorted(n["id"] for n in result["nodes"]) == sorted(managers + workers)
-    assert result["missing"] == [] and result["unexpected"] == []
-    assert result["quorum"]["managers"] == len(managers)
