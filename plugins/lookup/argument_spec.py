@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: argument_spec
-author: dask_swarm.gateway contributors
+author: dask_swarm.gateway contributors (@dask_swarm)
 version_added: 0.1.0
 short_description: Read the argument spec of one of this collection's roles
 description:
