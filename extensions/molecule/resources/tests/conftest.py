@@ -122,10 +122,16 @@ class Fleet:
 
     def __init__(self, runner: AnsibleRunner, inventory: str) -> None:
         self.nodes: dict[str, Node] = {}
+        # The gateway runs on the first manager in inventory order.
+        self.first_manager_name = runner.inventory[MANAGERS]["hosts"][0]
         for name in _swarm_hosts(runner):
             host = testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
             self.nodes[name] = Node(name=name, vars=runner.get_variables(name), host=host)
         assert self.nodes, "the inventory has no swarm_managers/swarm_workers hosts"
+
+    @property
+    def first_manager(self) -> Node:
+        return self.nodes[self.first_manager_name]
 
     @property
     def managers(self) -> list[Node]:
