@@ -3,13 +3,19 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help setup test lint unit backend molecule docs
+.PHONY: help setup demo demo-down test lint unit backend molecule docs
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup:  ## Install Docker Engine, the Python environment and a base image when missing
 	@scripts/host-setup.sh
+
+demo: setup  ## A local sandbox fleet (MANAGERS=1 WORKERS=2 PORT=8000) running the gateway; prints how to connect
+	@scripts/sandbox.sh up
+
+demo-down: setup  ## Remove every container, network and volume of the sandbox fleet
+	@scripts/sandbox.sh down
 
 test: setup  ## Run everything: lint, unit, backend and both Molecule scenarios
 	@scripts/run-tests.sh

@@ -10,19 +10,29 @@ export PATH="$ROOT/.venv/bin:$PATH"
 # Molecule and pytest need no terminal; keep their output readable in CI logs.
 export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 
-ALL_STAGES=(lint unit modules backend molecule-default molecule-ha)
+ALL_STAGES=(lint sanity unit modules backend molecule-default molecule-ha quickstart)
 STAGES=("${@:-${ALL_STAGES[@]}}")
 
+# The sandbox is removed only when the quickstart stage made it: a user's
+# own sandbox (make demo) is never touched.
+sandbox_owned=0
 cleanup() {
   for script in extensions/molecule/resources/cleanup.sh backend/tests/cleanup.sh; do
     [ -x "$script" ] && "$script" >/dev/null 2>&1
   done
+  if [ "$sandbox_owned" = 1 ]; then
+    extensions/molecule/resources/cleanup.sh dask_swarm.gateway.fleet=dask-swarm-sandbox >/dev/null 2>&1
+    rm -f inventories/sandbox/hosts.yml
+  fi
   return 0
 }
 trap cleanup EXIT INT TERM
 
 stage_lint() {
   yamllint -s . && ansible-lint && antsibull-changelog lint
+}
+stage_sanity() {
+  scripts/sanity.sh
 }
 stage_unit() {
   pytest -q tests/unit
@@ -38,6 +48,14 @@ stage_molecule-default() {
 }
 stage_molecule-ha() {
   molecule test -s ha
+}
+stage_quickstart() {
+  if [ -n "$(docker ps -aq --filter label=dask_swarm.gateway.fleet=dask-swarm-sandbox)" ]; then
+    echo "a sandbox fleet is running (make demo): remove it with 'make demo-down' first" >&2
+    return 1
+  fi
+  sandbox_owned=1
+  pytest -q tests/system
 }
 
 passed=0 failed=0 summary=()

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The local sandbox fleet: node containers made from the Molecule node
+# definition (extensions/molecule/resources: node.yml, create.yml,
+# destroy.yml), their inventory in inventories/sandbox/, and the very same
+# site.yml a real fleet gets.
+#
+#   scripts/sandbox.sh up      make demo        MANAGERS=1 WORKERS=2 PORT=8000
+#   scripts/sandbox.sh down    make demo-down
+#
+# `up` ends by printing the gateway's address, the password file and a
+# Python snippet that computes on the sandbox; `down` removes every
+# container, network and volume of the sandbox, and its inventory.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$ROOT/.venv/bin:$PATH"
+
+FLEET=dask-swarm-sandbox
+FLEET_LABEL=dask_swarm.gateway.fleet
+INVENTORY="$ROOT/inventories/sandbox"
+HOSTS="$INVENTORY/hosts.yml"
+RESOURCES="$ROOT/extensions/molecule/resources"
+# Outside the checkout, so that an installed collection finds it too.
+STATE="${XDG_CACHE_HOME:-$HOME/.cache}/dask_swarm_gateway/sandbox"
+MANAGERS="${MANAGERS:-1}"
+WORKERS="${WORKERS:-2}"
+PORT="${PORT:-8000}"
+
+die() { printf 'sandbox: %s\n' "$*" >&2; exit 1; }
+log() { printf '==> %s\n' "$*"; }
+
+check_counts() {
+  [[ "$MANAGERS" =~ ^[0-9]+$ ]] && (( MANAGERS % 2 == 1 )) \
+    || die "MANAGERS=$MANAGERS: need an odd number of managers (1, 3, 5) for a Raft quorum"
+  [[ "$WORKERS" =~ ^[0-9]+$ ]] && (( WORKERS >= 1 )) \
+    || die "WORKERS=$WORKERS: need a whole number of worker nodes, at least 1"
+  [[ "$PORT" =~ ^[0-9]+$ ]] && (( PORT >= 1 && PORT <= 65535 )) \
+    || die "PORT=$PORT: need a TCP port (1-65535) for the gateway on 127.0.0.1"
+}
+
+# Node list in create.yml's terms; the first manager runs the gateway, so it
+# publishes the gateway port, on loopback only.
+write_nodes() {
+  local file="$1" i
+  {
+    echo "fleet_nodes:"
+    for ((i = 1; i <= MANAGERS; i++)); do
+      echo "  - name: manager$i"
+      echo "    hostname: sandbox-manager$i"
+      echo "    groups: [swarm_managers]"
+      if (( i == 1 )); then echo "    published_ports: ['127.0.0.1:$PORT:8000']"; fi
+    done
+    for ((i = 1; i <= WORKERS; i++)); do
+      echo "  - name: worker$i"
+      echo "    hostname: sandbox-worker$i"
+      echo "    groups: [swarm_workers]"
+    done
+    echo "fleet_inventory_vars:"
+    echo "  gateway_public_url: http://127.0.0.1:$PORT"
+    echo "  dask_image_base_image_archive: $STATE/base-image.tar"
+  } >"$file"
+}
+
+# create.yml adds nodes but never removes them: a smaller or re-ported
+# sandbox would leave nodes in the swarm that the inventory no longer lists.
+check_existing() {
+  local wanted="$1" have extra
+  have="$(docker ps -a --filter "label=$FLEET_LABEL=$FLEET" --format '{{.Names}}' | sed "s/^$FLEET-//" | sort)"
+  [ -n "$have" ] || return 0
+  extra="$(comm -23 <(echo "$have") <(sed -n 's/^  - name: //p' "$wanted" | sort) | tr '\n' ' ')"
+  [ -z "$extra" ] || die "the running sandbox has nodes this one would not list ($extra); run 'make demo-down' first"
+  if ! docker port "$FLEET-manager1" 8000/tcp 2>/dev/null | grep -qx "127.0.0.1:$PORT"; then
+    die "the running sandbox publishes the gateway on another port; run 'make demo-down' first, or use that PORT"
+  fi
+}
+
+password_file() {
+  python - "$INVENTORY/group_vars/all.yml" <<'PY'
+import os, sys, yaml
+with open(sys.argv[1]) as f:
+    print(os.path.expanduser(yaml.safe_load(f)["gateway_password_file"]))
+PY
+}
+
+print_connect() {
+  local elapsed="$1" url="http://127.0.0.1:$PORT" pwfile
+  pwfile="$(password_file)"
+  cat <<TXT
+
+The sandbox's Dask Gateway is up ($((MANAGERS + WORKERS)) nodes, ${elapsed} s).
+  Gateway:   $url
+  Password:  in $pwfile (mode 0600); any user name
+  Inventory: inventories/sandbox (rerun: .venv/bin/ansible-playbook site.yml -i inventories/sandbox)
+  Remove it: make demo-down
+
+Paste into .venv/bin/python (the client's versions match the image's):
+
+# --- snippet ---
+from dask_gateway import Gateway, BasicAuth
+
+password = open("$pwfile").read().strip()
+gateway = Gateway("$url", auth=BasicAuth("me", password))
+cluster = gateway.new_cluster(worker_cores=1, worker_memory="1 GiB")
+cluster.scale($WORKERS)
+client = cluster.get_client()
+client.wait_for_workers($WORKERS, timeout=120)
+futures = client.map(lambda x: x * x, range(100))
+print("sum of squares:", client.submit(sum, futures).result())
+print("workers:", sorted(client.scheduler_info()["workers"]))
+client.close()
+cluster.shutdown()
+gateway.close()
+# --- end of snippet ---
+TXT
+}
+
+up() {
+  local start=$SECONDS nodes
+  check_counts
+  mkdir -p "$STATE"
+  nodes="$STATE/nodes.yml"
+  write_nodes "$nodes"
+  check_existing "$nodes"
+  log "starting the sandbox's node containers ($MANAGERS manager(s), $WORKERS worker(s))"
+  ansible-playbook "$RESOURCES/create.yml" -e "fleet_name=$FLEET" -e "@$nodes" \
+    -e "fleet_inventory_file=$HOSTS" -e "fleet_base_image_archive=$STATE/base-image.tar"
+  log "running site.yml on the sandbox, as on a real fleet"
+  ansible-playbook site.yml -i "$INVENTORY"
+  print_connect $((SECONDS - start))
+}
+
+down() {
+  log "removing the sandbox's containers, volumes, network and inventory"
+  ansible-playbook "$RESOURCES/destroy.yml" -e "fleet_name=$FLEET" -e "fleet_inventory_file=$HOSTS"
+  rm -rf "$STATE"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down   (MANAGERS=1 WORKERS=2 PORT=8000)" >&2; exit 2 ;;
+esac

@@ -1,0 +1,182 @@
+"""The README's quick start run as written, then the built collection
+installed into an empty collections path and run by FQCN on the same fleet.
+
+`make demo` (read from the README's "Quick start" block, not retyped here)
+makes the sandbox fleet and prints a Python snippet, which is run as it is
+printed. Then `ansible-galaxy collection build` makes the tarball, which is
+installed with no clone on the collections path, and
+`ansible-playbook dask_swarm.gateway.site` runs from an empty directory
+against a copy of the sandbox's inventory: a second run on a formed fleet,
+so it must change nothing. Last, the README's teardown command must leave
+nothing of the sandbox behind.
+
+This test makes its own sandbox: it fails, and touches nothing, when one is
+running already.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+OUTPUT = ROOT / "tests" / "output" / "quickstart"
+FLEET_LABEL = "dask_swarm.gateway.fleet=dask-swarm-sandbox"
+SANDBOX_INVENTORY = ROOT / "inventories" / "sandbox"
+SNIPPET = re.compile(r"^# --- snippet ---\n(.*?)^# --- end of snippet ---$", re.S | re.M)
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert match, f"README.md has no '## {title}' section"
+    return match.group(1)
+
+
+def quickstart_commands() -> list[str]:
+    """The commands of the README's quick-start console block, comments cut."""
+    block = re.search(r"```console\n(.*?)```", readme_section("Quick start"), re.S)
+    assert block, "the README's quick start has no console block"
+    return [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.split("#", 1)[0].strip()]
+
+
+def run(command: str | list[str], log: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 1800):
+    """Run a command as a user would, its output kept in tests/output/quickstart."""
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        command,
+        shell=isinstance(command, str),
+        cwd=cwd,
+        env=env or os.environ.copy(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+    (OUTPUT / log).write_text(proc.stdout, encoding="utf-8")
+    return proc
+
+
+def sandbox_objects() -> list[str]:
+    found = []
+    for kind in ("ps -a", "volume ls", "network ls"):
+        out = subprocess.run(
+            f"docker {kind} -q --filter label={FLEET_LABEL}", shell=True, capture_output=True, text=True, check=True
+        ).stdout
+        found += out.split()
+    return found
+
+
+def recap(output: str) -> dict[str, tuple[int, int, int]]:
+    return {host: (int(changed), int(unreachable), int(failed)) for host, changed, unreachable, failed in RECAP.findall(output)}
+
+
+@pytest.fixture(scope="module")
+def commands() -> list[str]:
+    commands = quickstart_commands()
+    assert len(commands) == 2, f"the quick start should be two commands, it is {commands}"
+    assert "make test" in commands, "the quick start's test command is not `make test`"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^exec make test$", ci, re.M), ".ci/run does not run the README's test command"
+    return commands
+
+
+@pytest.fixture(scope="module")
+def demo(commands: list[str]):
+    """`make demo` as the README writes it; the README's teardown afterwards."""
+    assert not sandbox_objects(), "a sandbox fleet is running: `make demo-down` first (this test makes its own)"
+    teardown = re.search(r"`(make demo-down)`", readme_section("Quick start"))
+    assert teardown, "the README's quick start does not say how to remove the sandbox (make demo-down)"
+    (demo_command,) = [c for c in commands if c != "make test"]
+    try:
+        yield run(demo_command, "demo.log")
+    finally:
+        down = run(teardown.group(1), "demo-down.log", timeout=600)
+        assert down.returncode == 0, down.stdout[-3000:]
+        assert not sandbox_objects(), "the sandbox's teardown left containers, volumes or networks"
+        assert not (SANDBOX_INVENTORY / "hosts.yml").exists(), "the sandbox's teardown left its inventory"
+
+
+@pytest.fixture(scope="module")
+def password_file() -> Path:
+    import yaml
+
+    group_vars = yaml.safe_load((SANDBOX_INVENTORY / "group_vars" / "all.yml").read_text(encoding="utf-8"))
+    return Path(os.path.expanduser(group_vars["gateway_password_file"]))
+
+
+def test_demo_forms_the_fleet_and_prints_how_to_connect(demo, password_file: Path) -> None:
+    assert demo.returncode == 0, demo.stdout[-5000:]
+    hosts = recap(demo.stdout)
+    assert {"manager1", "worker1", "worker2"} <= set(hosts), hosts
+    assert all(unreachable == failed == 0 for _, unreachable, failed in hosts.values()), hosts
+    assert "Gateway:   http://127.0.0.1:8000" in demo.stdout
+    assert f"Password:  in {password_file} (mode 0600)" in demo.stdout
+    assert password_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_printed_snippet_computes_on_the_sandbox(demo) -> None:
+    snippet = SNIPPET.search(demo.stdout)
+    assert snippet, "make demo printed no Python snippet"
+    result = run([str(BIN / "python"), "-c", snippet.group(1)], "snippet.log", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert f"sum of squares: {sum(x * x for x in range(100))}" in result.stdout
+    workers = re.search(r"^workers: (\[.*\])$", result.stdout, re.M)
+    assert workers and len(eval(workers.group(1), {})) == 2, result.stdout  # noqa: S307 - a printed list
+
+
+def test_password_never_printed(demo, password_file: Path) -> None:
+    password = password_file.read_text(encoding="utf-8").strip()
+    assert len(password) >= 43
+    assert password not in demo.stdout
+
+
+def test_built_collection_installs_and_runs_by_fqcn(demo, password_file: Path, tmp_path: Path) -> None:
+    assert demo.returncode == 0, "make demo failed; see the test above"
+    build = run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path)], "build.log")
+    assert build.returncode == 0, build.stdout
+    (tarball,) = tmp_path.glob("dask_swarm-gateway-*.tar.gz")
+    with tarfile.open(tarball) as tar:
+        members = tar.getnames()
+    assert "image/build.sh" in members and "roles/gateway/tasks/main.yml" in members
+    unwanted = [m for m in members if re.search(r"(^|/)(\.venv|\.cache|\.git|\.collections|__pycache__|tests/output)(/|$)|hosts\.yml$", m)]
+    assert not unwanted, f"the tarball holds build or test leftovers: {unwanted[:10]}"
+
+    # No clone anywhere: an empty working directory (so no ansible.cfg), an
+    # empty collections path that only the tarball fills, and a copy of the
+    # sandbox's inventory. community.docker comes from the `ansible` package.
+    collections = tmp_path / "collections"
+    workdir = tmp_path / "user"
+    workdir.mkdir()
+    inventory = workdir / "inventory"
+    shutil.copytree(SANDBOX_INVENTORY, inventory)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_NOCOLOR="1", PATH=f"{BIN}:{env['PATH']}")
+    install = run(
+        ["ansible-galaxy", "collection", "install", "--no-deps", "-p", str(collections), str(tarball)],
+        "install.log",
+        cwd=workdir,
+        env=env,
+    )
+    assert install.returncode == 0, install.stdout
+    listed = run(["ansible-galaxy", "collection", "list", "--format", "json"], "list.log", cwd=workdir, env=env)
+    paths = {path for path, found in json.loads(listed.stdout).items() if "dask_swarm.gateway" in found}
+    assert paths == {str(collections / "ansible_collections")}, f"dask_swarm.gateway resolves from {paths}"
+
+    site = run(["ansible-playbook", "dask_swarm.gateway.site", "-i", str(inventory)], "installed-site.log", cwd=workdir, env=env)
+    assert site.returncode == 0, site.stdout[-5000:]
+    hosts = recap(site.stdout)
+    assert {"manager1", "worker1", "worker2"} <= set(hosts), hosts
+    assert all(counts == (0, 0, 0) for counts in hosts.values()), f"the rerun changed something: {hosts}"
+    assert password_file.read_text(encoding="utf-8").strip() not in site.stdout
