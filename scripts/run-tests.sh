@@ -13,13 +13,13 @@ export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 ALL_STAGES=(lint sanity unit modules backend molecule-default molecule-ha quickstart)
 STAGES=("${@:-${ALL_STAGES[@]}}")
 
-# The sandbox is removed only when the quickstart stage made it: a user's
-# own sandbox (make demo) is never touched.
-sandbox_owned=0
+# Only the kinds of object this run's stages make are removed: a sandbox of
+# yours (make demo), or Molecule nodes while `make unit` runs, are left alone.
+molecule_ran=0 sandbox_owned=0
 cleanup() {
-  for script in extensions/molecule/resources/cleanup.sh backend/tests/cleanup.sh; do
-    [ -x "$script" ] && "$script" >/dev/null 2>&1
-  done
+  if [ "$molecule_ran" = 1 ]; then
+    extensions/molecule/resources/cleanup.sh >/dev/null 2>&1
+  fi
   if [ "$sandbox_owned" = 1 ]; then
     extensions/molecule/resources/cleanup.sh dask_swarm.gateway.fleet=dask-swarm-sandbox >/dev/null 2>&1
     rm -f inventories/sandbox/hosts.yml
@@ -44,9 +44,11 @@ stage_backend() {
   pytest -q backend/tests
 }
 stage_molecule-default() {
+  molecule_ran=1
   molecule test -s default
 }
 stage_molecule-ha() {
+  molecule_ran=1
   molecule test -s ha
 }
 stage_quickstart() {

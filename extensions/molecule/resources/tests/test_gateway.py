@@ -16,12 +16,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import Fleet
 
 # The client helpers of the backend's integration tests: a timeout on every
 # blocking call, and Gateway/cluster objects closed exactly once.
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "backend" / "tests" / "integration"))
+ROOT = Path(__file__).resolve().parents[4]
+ROLES = ROOT / "roles"
+sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
 from clienthelpers import call, close_gateway, open_client, open_cluster, wait_for  # noqa: E402
 from dask_gateway import BasicAuth, Gateway  # noqa: E402
 
@@ -32,19 +35,20 @@ NODE_ENV = "DASK_SWARM_NODE_ID"
 CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}
 
 
-def _node_id() -> str:
-    return os.environ[NODE_ENV]
-
-
 @pytest.fixture(scope="module")
 def gateway_vars(fleet: Fleet) -> dict[str, str]:
-    """The gateway role's variables as Ansible templates them on the first manager."""
+    """The gateway role's variables for the first manager: the inventory's,
+    as Ansible templates them there, else the role's defaults."""
     manager = fleet.first_manager
+    defaults = yaml.safe_load((ROLES / "gateway" / "defaults" / "main.yml").read_text(encoding="utf-8"))
     out = {}
     for var in ("gateway_public_url", "gateway_password_file", "gateway_state_dir", "gateway_stack_name"):
-        value = manager.host.ansible("ansible.builtin.debug", f"var={var}", check=False)[var]
-        assert value and "VARIABLE IS NOT DEFINED" not in str(value), f"{var} is not set for {manager.name}"
-        out[var] = str(value)
+        if var in manager.vars:
+            value = str(manager.host.ansible("ansible.builtin.debug", f"var={var}", check=False)[var])
+        else:
+            value = str(defaults[var])
+        assert value and "{{" not in value and "<<" not in value, f"{var} of {manager.name}: {value!r}"
+        out[var] = value
     out["gateway_password_file"] = os.path.expanduser(out["gateway_password_file"])
     return out
 
@@ -86,7 +90,9 @@ def test_cluster_computes_on_every_worker_node(gateway_vars, password, worker_no
             call(cluster.scale, workers)
             with open_client(cluster) as client:
                 call(client.wait_for_workers, workers, timeout=180)
-                ran_on = set(call(client.run, _node_id).values())
+                # A lambda travels by value; a function of this module would not
+                # import on the workers.
+                ran_on = set(call(client.run, lambda: os.environ[NODE_ENV]).values())
                 squares = call(client.gather, client.map(lambda x: x * x, range(200)))
                 assert sum(squares) == sum(x * x for x in range(200))
                 assert call(client.submit(sum, range(100)).result) == 4950
