@@ -29,6 +29,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The client helpers of the backend's integration tests: a timeout on every
+# blocking call, and Gateway/cluster objects closed exactly once.
+sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
+from clienthelpers import call, close_cluster, close_gateway, open_client, wait_for  # noqa: E402
+from dask_gateway import BasicAuth, Gateway  # noqa: E402
+
 BIN = Path(sys.executable).parent
 OUTPUT = ROOT / "tests" / "output" / "quickstart"
 FLEET_LABEL = "dask_swarm.gateway.fleet=dask-swarm-sandbox"
@@ -143,25 +149,21 @@ def test_password_never_printed(demo, password_file: Path) -> None:
     assert password not in demo.stdout
 
 
-def test_built_collection_installs_and_runs_by_fqcn(demo, password_file: Path, tmp_path: Path) -> None:
-    assert demo.returncode == 0, "make demo failed; see the test above"
+@pytest.fixture(scope="module")
+def installed(demo, tmp_path_factory) -> dict:
+    """The collection built from this checkout and installed with no clone on the path."""
+    assert demo.returncode == 0, "make demo failed; see the first test"
+    tmp_path = tmp_path_factory.mktemp("galaxy")
     build = run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path)], "build.log")
     assert build.returncode == 0, build.stdout
     (tarball,) = tmp_path.glob("dask_swarm-gateway-*.tar.gz")
-    with tarfile.open(tarball) as tar:
-        members = tar.getnames()
-    assert "image/build.sh" in members and "roles/gateway/tasks/main.yml" in members
-    unwanted = [m for m in members if re.search(r"(^|/)(\.venv|\.cache|\.git|\.collections|__pycache__|tests/output)(/|$)|^inventories/sandbox/hosts\.yml$", m)]
-    assert not unwanted, f"the tarball holds build or test leftovers: {unwanted[:10]}"
-
     # No clone anywhere: an empty working directory (so no ansible.cfg), an
     # empty collections path that only the tarball fills, and a copy of the
     # sandbox's inventory. community.docker comes from the `ansible` package.
     collections = tmp_path / "collections"
     workdir = tmp_path / "user"
     workdir.mkdir()
-    inventory = workdir / "inventory"
-    shutil.copytree(SANDBOX_INVENTORY, inventory)
+    shutil.copytree(SANDBOX_INVENTORY, workdir / "inventory")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update(ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_NOCOLOR="1", PATH=f"{BIN}:{env['PATH']}")
     install = run(
@@ -171,13 +173,70 @@ def test_built_collection_installs_and_runs_by_fqcn(demo, password_file: Path, t
         env=env,
     )
     assert install.returncode == 0, install.stdout
-    listed = run(["ansible-galaxy", "collection", "list", "--format", "json"], "list.log", cwd=workdir, env=env)
-    paths = {path for path, found in json.loads(listed.stdout).items() if "dask_swarm.gateway" in found}
-    assert paths == {str(collections / "ansible_collections")}, f"dask_swarm.gateway resolves from {paths}"
+    return {"tarball": tarball, "collections": collections, "workdir": workdir, "env": env}
 
-    site = run(["ansible-playbook", "dask_swarm.gateway.site", "-i", str(inventory)], "installed-site.log", cwd=workdir, env=env)
+
+def playbook(installed: dict, name: str, log: str, *args: str):
+    return run(
+        ["ansible-playbook", name, "-i", str(installed["workdir"] / "inventory"), *args],
+        log,
+        cwd=installed["workdir"],
+        env=installed["env"],
+    )
+
+
+def test_built_collection_installs_and_runs_by_fqcn(installed: dict, password_file: Path) -> None:
+    with tarfile.open(installed["tarball"]) as tar:
+        members = tar.getnames()
+    assert "image/build.sh" in members and "roles/gateway/tasks/main.yml" in members
+    unwanted = [m for m in members if re.search(r"(^|/)(\.venv|\.cache|\.git|\.collections|__pycache__|tests/output)(/|$)|^inventories/sandbox/hosts\.yml$", m)]
+    assert not unwanted, f"the tarball holds build or test leftovers: {unwanted[:10]}"
+
+    listed = run(["ansible-galaxy", "collection", "list", "--format", "json"], "list.log", cwd=installed["workdir"], env=installed["env"])
+    paths = {path for path, found in json.loads(listed.stdout).items() if "dask_swarm.gateway" in found}
+    assert paths == {str(installed["collections"] / "ansible_collections")}, f"dask_swarm.gateway resolves from {paths}"
+
+    site = playbook(installed, "dask_swarm.gateway.site", "installed-site.log")
     assert site.returncode == 0, site.stdout[-5000:]
     hosts = recap(site.stdout)
     assert {"manager1", "worker1", "worker2"} <= set(hosts), hosts
     assert all(counts == (0, 0, 0) for counts in hosts.values()), f"the rerun changed something: {hosts}"
     assert password_file.read_text(encoding="utf-8").strip() not in site.stdout
+
+
+def gateway_configs() -> str:
+    """The Swarm configs the sandbox's gateway service mounts (they carry its configuration)."""
+    return subprocess.run(
+        ["docker", "exec", "dask-swarm-sandbox-manager1", "docker", "service", "inspect",
+         "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Configs}}", "dask-gateway_gateway"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()
+
+
+def test_changed_config_rolls_the_gateway_and_keeps_running_clusters(installed: dict, password_file: Path) -> None:
+    """A rerun with a changed gateway variable rolls the gateway service; a
+    cluster running meanwhile is still there and computes afterwards."""
+    password = password_file.read_text(encoding="utf-8").strip()
+    before = gateway_configs()
+    gateway = Gateway("http://127.0.0.1:8000", auth=BasicAuth("rollout-test", password))
+    try:
+        cluster = call(gateway.new_cluster, worker_cores=0.5, worker_memory="1 GiB", shutdown_on_close=False, timeout=120)
+        name = cluster.name
+        close_cluster(cluster)
+        rerun = playbook(installed, "dask_swarm.gateway.gateway", "installed-gateway-changed.log", "-e", "gateway_idle_timeout=1801")
+        assert rerun.returncode == 0, rerun.stdout[-5000:]
+        assert recap(rerun.stdout)["manager1"][0] > 0, "the changed variable changed nothing"
+        assert gateway_configs() != before, "the gateway service still mounts the old configuration"
+        assert password not in rerun.stdout
+
+        cluster = call(gateway.connect, name, timeout=120)
+        try:
+            call(cluster.scale, 1)
+            with open_client(cluster) as client:
+                call(client.wait_for_workers, 1, timeout=180)
+                assert call(client.submit(sum, range(10)).result) == 45
+        finally:
+            close_cluster(cluster, shutdown=True)
+        wait_for(lambda: name not in [c.name for c in call(gateway.list_clusters)], 60, message=f"{name} to stop")
+    finally:
+        close_gateway(gateway)
