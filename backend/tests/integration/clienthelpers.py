@@ -1,8 +1,11 @@
 """Client-side helpers: timeouts on blocking calls, close-once semantics."""
 
+import base64
 import contextlib
 import threading
 import time
+import urllib.error
+import urllib.request
 
 from dask_gateway import BasicAuth, Gateway
 
@@ -91,3 +94,16 @@ def wait_for(predicate, timeout, interval=0.25, message="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+def http_status(url, auth=None):
+    """HTTP status of a GET, with basic auth ``(user, password)`` if given."""
+    req = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

@@ -5,18 +5,16 @@ The tests of this module share one gateway (see conftest.GATEWAY_SETTINGS);
 they run in file order, the last one checks that nothing was left behind.
 """
 
-import base64
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import warnings
 
 import pytest
 from clienthelpers import (
     call,
     close_cluster,
+    http_status,
     open_client,
     open_cluster,
     open_gateway,
@@ -46,18 +44,6 @@ def cluster_objects(client, gateway, cluster_name):
 
 def nothing_left(objects):
     return not any(objects.values())
-
-
-def http_status(url, auth=None):
-    req = urllib.request.Request(url)
-    if auth:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def test_wrong_password_gets_401(gateway):

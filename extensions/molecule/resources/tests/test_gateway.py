@@ -8,11 +8,8 @@ the controller. Expected worker nodes come from the inventory's labels.
 
 from __future__ import annotations
 
-import base64
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,7 @@ from conftest import Fleet
 ROOT = Path(__file__).resolve().parents[4]
 ROLES = ROOT / "roles"
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
-from clienthelpers import call, close_gateway, open_client, open_cluster, wait_for  # noqa: E402
+from clienthelpers import call, close_gateway, http_status, open_client, open_cluster, wait_for  # noqa: E402
 from dask_gateway import BasicAuth, Gateway  # noqa: E402
 
 WORKER_LABEL = "dask.worker"
@@ -70,16 +67,6 @@ def worker_nodes(fleet: Fleet) -> set[str]:
     }
 
 
-def _get(url: str, user: str, password: str) -> int:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def test_cluster_computes_on_every_worker_node(gateway_vars, password, worker_nodes, fleet: Fleet) -> None:
     assert worker_nodes, "the inventory labels no active node for Dask workers"
     workers = max(2, len(worker_nodes))
@@ -111,9 +98,9 @@ def test_cluster_computes_on_every_worker_node(gateway_vars, password, worker_no
 
 def test_wrong_password_gets_401(gateway_vars, password) -> None:
     url = gateway_vars["gateway_public_url"] + "/api/v1/clusters/"
-    assert _get(url, "molecule-verifier", password) == 200
-    assert _get(url, "molecule-verifier", password[::-1]) == 401
-    assert _get(url, "molecule-verifier", "") == 401
+    assert http_status(url, ("molecule-verifier", password)) == 200
+    assert http_status(url, ("molecule-verifier", password[::-1])) == 401
+    assert http_status(url, ("molecule-verifier", "")) == 401
 
 
 def test_password_file_on_the_manager_is_root_only(gateway_vars, fleet: Fleet) -> None:
