@@ -17,7 +17,7 @@ demo: setup  ## A local sandbox fleet (MANAGERS=1 WORKERS=2 PORT=8000) running t
 demo-down: setup  ## Remove every container, network and volume of the sandbox fleet
 	@scripts/sandbox.sh down
 
-test: setup  ## Run everything: lint, unit, backend and both Molecule scenarios
+test: setup  ## Run everything: lint, sanity, unit, modules, backend, both Molecule scenarios, the quick start
 	@scripts/run-tests.sh
 
 lint: setup  ## yamllint, ansible-lint (production profile), changelog lint
