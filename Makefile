@@ -3,13 +3,16 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help setup demo demo-down test lint unit backend molecule docs
+.PHONY: help setup lock demo demo-down test lint unit backend molecule docs
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup:  ## Install Docker Engine, the Python environment and a base image when missing
+setup:  ## Install Docker Engine, the locked Python environment (.venv) and a base image when missing
 	@scripts/host-setup.sh
+
+lock: setup  ## Re-resolve requirements.txt, client/ and image/requirements.txt together from their .in files
+	@.venv/bin/python scripts/lock.py
 
 demo: setup  ## A local sandbox fleet (MANAGERS=1 WORKERS=2 PORT=8000) running the gateway; prints how to connect
 	@scripts/sandbox.sh up
@@ -17,7 +20,7 @@ demo: setup  ## A local sandbox fleet (MANAGERS=1 WORKERS=2 PORT=8000) running t
 demo-down: setup  ## Remove every container, network and volume of the sandbox fleet
 	@scripts/sandbox.sh down
 
-test: setup  ## Run everything: lint, sanity, unit, modules, backend, both Molecule scenarios, the quick start
+test: setup  ## Run everything: lint, sanity, unit, modules, client, backend, both Molecule scenarios, the quick start
 	@scripts/run-tests.sh
 
 lint: setup  ## yamllint, ansible-lint (production profile), changelog lint

@@ -21,8 +21,8 @@
 #   --context-tar FILE   write the build context as a tar file (to build elsewhere), don't build
 #   --force              build even if the image already exists
 #   --no-cache           build without Docker's layer cache (implies --force)
-#   --lock               re-resolve requirements.txt from requirements.in
 # The image reference (REPO:TAG) is printed as the last line of stdout.
+# requirements.txt is the image's lock, made by `make lock` (scripts/lock.py).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,7 +39,6 @@ download_only=0
 print_tag=0
 context_tar=""
 force=0
-lock=0
 no_cache=()
 
 while [[ $# -gt 0 ]]; do
@@ -56,7 +55,6 @@ while [[ $# -gt 0 ]]; do
         --context-tar) context_tar="$2"; shift 2 ;;
         --force) force=1; shift ;;
         --no-cache) force=1; no_cache=(--no-cache); shift ;;
-        --lock) lock=1; shift ;;
         -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -81,27 +79,12 @@ done
 platform_args+=(--platform any)
 
 extra_file="$(mktemp)"
-trap 'rm -f "$extra_file"' EXIT
+pins_file="$(mktemp)"
+trap 'rm -f "$extra_file" "$pins_file"' EXIT
 for pkg in $extra; do echo "$pkg"; done > "$extra_file"
-
-if [[ $lock -eq 1 ]]; then
-    log "resolving requirements.in against the controller venv"
-    tmp="$(mktemp -d)"
-    "$py" -m pip freeze | grep -viE '^(-e|pytest|ansible|molecule)' > "$tmp/constraints.txt"
-    "$py" -m pip download -q -d "$tmp/wheels" "${platform_args[@]}" \
-        -r "$here/requirements.in" -c "$tmp/constraints.txt"
-    {
-        echo "# Fully pinned lock of requirements.in, resolved with the controller venv as"
-        echo "# constraints (regenerate: ./build.sh --lock). Installed with --no-deps."
-        ls "$tmp/wheels" | "$py" -c '
-import re, sys
-for f in sys.stdin:
-    name, version = f.strip().split("-")[:2]
-    print(re.sub(r"[-_.]+", "-", name).lower() + "==" + version)' | sort
-    } > "$here/requirements.txt"
-    rm -rf "$tmp"
-    log "wrote $here/requirements.txt"
-fi
+# The lock's versions without its hashes: extras are constrained by them, but
+# pip would demand a hash for every extra package if the constraints had any.
+sed -n 's/^\([A-Za-z0-9][^ ;\\]*==[^ ;\\]*\).*/\1/p' "$here/requirements.txt" > "$pins_file"
 
 backend_version="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$root/backend/src/dask_gateway_swarm/__init__.py")"
 base_id="$(docker image inspect --format '{{.Id}}' "$base_image" 2>/dev/null || echo "$base_image")"
@@ -135,7 +118,7 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
         -r "$here/requirements.txt"
     if [[ -s "$extra_file" ]]; then
         "$py" -m pip download -q -d "$wheelhouse" "${platform_args[@]}" \
-            -r "$extra_file" -c "$here/requirements.txt"
+            -r "$extra_file" -c "$pins_file"
     fi
     rm -f "$stamp"; echo "$want" > "$stamp"
 fi
@@ -143,9 +126,10 @@ fi
 
 # Build context: Dockerfile, lock, extras, wheels, backend source.
 ctx="$(mktemp -d)"
-trap 'rm -rf "$ctx"; rm -f "$extra_file"' EXIT
+trap 'rm -rf "$ctx"; rm -f "$extra_file" "$pins_file"' EXIT
 cp "$here/Dockerfile" "$here/requirements.txt" "$ctx/"
 cp "$extra_file" "$ctx/extra-requirements.txt"
+cp "$pins_file" "$ctx/constraints.txt"
 mkdir "$ctx/wheels" "$ctx/backend"
 cp -l "$wheelhouse"/*.whl "$ctx/wheels/" 2>/dev/null || cp "$wheelhouse"/*.whl "$ctx/wheels/"
 (cd "$root/backend" && tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md src) \

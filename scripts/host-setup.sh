@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare this machine to run the collection's tests and sandbox fleet:
 #   - a running Docker Engine (Debian's docker.io when none is installed),
-#   - the pinned Python environment in .venv,
+#   - the locked Python environment in .venv (requirements.txt, `make lock`),
 #   - a debian:bookworm base image (debootstrap when no registry can be reached).
 # Each step does nothing when its result is already there.
 set -euo pipefail
@@ -41,14 +41,19 @@ ensure_docker() {
   die "Docker Engine did not answer within 60 s (see $CACHE/dockerd.log)"
 }
 
+# .venv holds exactly the lock: a changed lock makes a new venv, not an upgrade
+# of the old one, and the result is compared with the lock package by package.
 ensure_venv() {
   local stamp="$VENV/.requirements.sha256" want
   want="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then log "Python environment is current"; return; fi
-  log "installing the Python environment into $VENV"
-  "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt"
+  log "installing the locked Python environment (requirements.txt) into $VENV"
+  "$PYTHON" -m venv --clear "$VENV"
+  "$VENV/bin/pip" install -q --require-hashes -r "$ROOT/requirements.txt" \
+    || die "pip could not install requirements.txt into $VENV"
+  "$VENV/bin/pip" check >/dev/null || die "pip check fails in $VENV: $("$VENV/bin/pip" check)"
+  "$VENV/bin/python" "$ROOT/scripts/lock.py" --check-env \
+    || die "$VENV does not match requirements.txt (see above)"
   echo "$want" >"$stamp"
 }
 
