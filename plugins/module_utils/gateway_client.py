@@ -54,6 +54,14 @@ STEPS = (
 #: Packages whose versions must agree between client, scheduler and workers.
 DEFAULT_VERSION_PACKAGES = ("python", "dask", "distributed", "cloudpickle", "msgpack", "toolz", "tornado")
 
+#: What the versions step tells the user to do about a difference.
+VERSIONS_FIX = (
+    "The client must run the image's versions: install it from the collection's client/requirements.txt "
+    "(pip install -r client/requirements.txt, on the image's Python major.minor). If the image is the stale "
+    "side, run `make lock` in the collection's checkout and rerun site.yml, which builds and distributes "
+    "the image from the new lock"
+)
+
 #: Environment variables a worker may carry that name the node it runs on.
 DEFAULT_NODE_ENV_VARS = ("DASK_SWARM_NODE_ID", "SWARM_NODE_ID")
 
@@ -480,7 +488,7 @@ class GatewayCheck:
         summary, mismatches = compare_versions(versions, self.version_packages)
         self.result["versions"] = summary
         if mismatches and self.check_versions:
-            raise StepFailed("versions", "; ".join(mismatches))
+            raise StepFailed("versions", "%s. %s" % ("; ".join(mismatches), VERSIONS_FIX))
         if mismatches:
             self.result["version_mismatches"] = mismatches
 

@@ -257,6 +257,8 @@ def test_version_mismatch_fails_unless_allowed():
     result = run_check(check_with(FakeGateway(worker_versions={"distributed": "2025.1.0"})))
     assert result["failed_step"] == "versions"
     assert "distributed differs: 2025.1.0 on worker" in result["msg"]
+    assert "install it from the collection's client/requirements.txt" in result["msg"]
+    assert "run `make lock` in the collection's checkout and rerun site.yml" in result["msg"]
     relaxed = run_check(check_with(FakeGateway(worker_versions={"distributed": "2025.1.0"}), check_versions=False))
     assert "failed_step" not in relaxed
     assert relaxed["version_mismatches"][0].startswith("distributed differs")
