@@ -10,7 +10,7 @@ export PATH="$ROOT/.venv/bin:$PATH"
 # Molecule and pytest need no terminal; keep their output readable in CI logs.
 export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 
-ALL_STAGES=(lint sanity unit modules backend molecule-default molecule-ha quickstart)
+ALL_STAGES=(lint sanity unit modules client backend molecule-default molecule-ha quickstart)
 STAGES=("${@:-${ALL_STAGES[@]}}")
 
 # Only the kinds of object this run's stages make are removed: a sandbox of
@@ -39,6 +39,9 @@ stage_unit() {
 }
 stage_modules() {
   pytest -q tests/integration/modules
+}
+stage_client() {
+  pytest -q tests/integration/client
 }
 stage_backend() {
   pytest -q backend/tests

@@ -94,23 +94,23 @@ The sandbox's Dask Gateway is up ($((MANAGERS + WORKERS)) nodes, ${elapsed} s).
   Inventory: inventories/sandbox (rerun: .venv/bin/ansible-playbook site.yml -i inventories/sandbox)
   Remove it: make demo-down
 
-Paste into .venv/bin/python (the client's versions match the image's):
+Paste into .venv/bin/python, or into a Python 3.11 that has client/requirements.txt
+installed (both hold the image's versions):
 
 # --- snippet ---
 from dask_gateway import Gateway, BasicAuth
 
 password = open("$pwfile").read().strip()
-gateway = Gateway("$url", auth=BasicAuth("me", password))
-cluster = gateway.new_cluster(worker_cores=1, worker_memory="1 GiB")
-cluster.scale($WORKERS)
-client = cluster.get_client()
-client.wait_for_workers($WORKERS, timeout=120)
-futures = client.map(lambda x: x * x, range(100))
-print("sum of squares:", client.submit(sum, futures).result())
-print("workers:", sorted(client.scheduler_info()["workers"]))
-client.close()
-cluster.shutdown()
-gateway.close()
+# The with blocks close the client, shut the cluster down and close the
+# gateway, also on an error: the stock client can hang a process otherwise.
+with Gateway("$url", auth=BasicAuth("me", password)) as gateway:
+    with gateway.new_cluster(worker_cores=1, worker_memory="1 GiB") as cluster:
+        cluster.scale($WORKERS)
+        with cluster.get_client() as client:
+            client.wait_for_workers($WORKERS, timeout=120)
+            futures = client.map(lambda x: x * x, range(100))
+            print("sum of squares:", client.submit(sum, futures).result())
+            print("workers:", sorted(client.scheduler_info()["workers"]))
 # --- end of snippet ---
 TXT
 }
