@@ -150,7 +150,7 @@ def test_full_check_passes(server, playbook_run):
     assert result["distinct_nodes"] == 1
     assert [w["hostname"] for w in result["workers"]] == [socket.gethostname()] * 2
     assert result["dashboard_status"] == 200
-    assert result["cluster_options"] == {"worker_cores": 1}
+    assert result["cluster_options"] == {"worker_cores": 1, "profile": "small"}
     assert result["cleanup"] == {"cluster": result["cluster_name"], "stopped": True, "error": None}
     assert server.clusters() == {}
     # the success output printed with -v
@@ -191,7 +191,7 @@ def test_failed_placement_still_removes_the_cluster(server, playbook_run):
 def test_unknown_cluster_option_names_the_offered_ones(playbook_run):
     _, _, results, _ = playbook_run
     result = results["unknown_option"]
-    assert result["msg"] == "step options: ValueError: the gateway offers no option gpus (it offers: worker_cores)"
+    assert result["msg"] == "step options: ValueError: the gateway offers no option gpus (it offers: profile, worker_cores)"
     assert "cleanup" not in result
 
 
