@@ -3,8 +3,11 @@
 __version__ = "0.1.0"
 
 __all__ = (
+    "GatewayUser",
     "SwarmBackend",
     "SwarmClusterConfig",
+    "UserLimitsMixin",
+    "UsersAuthenticator",
     "parse_memory",
     "swarm_cluster_options",
     "__version__",
@@ -14,6 +17,9 @@ __all__ = (
 # must not pay for importing the gateway server, SQLAlchemy and the Docker SDK
 # in every scheduler.
 _LAZY = {
+    "GatewayUser": "auth",
+    "UsersAuthenticator": "auth",
+    "UserLimitsMixin": "limits",
     "SwarmBackend": "backend",
     "SwarmClusterConfig": "backend",
     "parse_memory": "options",

@@ -6,11 +6,12 @@ import docker
 from docker.errors import APIError, NotFound
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
-from dask_gateway_server.backends.base import ClusterConfig, PublicException
+from dask_gateway_server.backends.base import ClusterConfig
 from dask_gateway_server.backends.db_base import DBBackendBase, JobStatus
 from dask_gateway_server.traitlets import MemoryLimit, Type
 
 from . import specs
+from .limits import UserLimitsMixin
 
 __all__ = ("SwarmClusterConfig", "SwarmBackend")
 
@@ -114,8 +115,11 @@ class SwarmClusterConfig(ClusterConfig):
     )
 
 
-class SwarmBackend(DBBackendBase):
+class SwarmBackend(UserLimitsMixin, DBBackendBase):
     """A cluster backend that runs schedulers and workers as Docker Swarm services.
+
+    Gateway-wide and per-user limits, admins and allowed users come from
+    ``UserLimitsMixin`` (``max_total_workers``, ``user_max_*``, ...).
 
     Must run on a Swarm manager with access to the Docker API (e.g. the
     socket mounted into the gateway's container), attached to ``network``.
@@ -196,18 +200,6 @@ class SwarmBackend(DBBackendBase):
         Name of a Swarm generic resource each node advertises once (dockerd
         ``--node-generic-resource <name>=1``). When set, every worker reserves
         one unit, so Swarm places at most one Dask worker per node.
-        """,
-        config=True,
-    )
-
-    max_total_workers = Integer(
-        0,
-        min=0,
-        help="""
-        Cap on the workers of all clusters of all users together.
-
-        Scale requests beyond it are refused; adaptive scaling is clamped to
-        it. 0 (default): no cap.
         """,
         config=True,
     )
@@ -689,50 +681,3 @@ class SwarmBackend(DBBackendBase):
         return [s["Spec"]["Name"] for s in orphans], [
             s["Spec"]["Name"] for s in orphan_secrets
         ]
-
-    # ------------------------------------------------------------------
-    # Global worker cap
-
-    def workers_in_use(self, exclude=None):
-        """Workers requested by all active clusters except ``exclude``."""
-        return sum(
-            c.count
-            for c in self.db.active_clusters()
-            if c.name != exclude and c.target <= JobStatus.RUNNING
-        )
-
-    def workers_available(self, cluster_name):
-        if not self.max_total_workers:
-            return None
-        return max(0, self.max_total_workers - self.workers_in_use(cluster_name))
-
-    async def forward_message_to_scheduler(self, cluster, msg):
-        available = self.workers_available(cluster.name)
-        if available is not None and msg.get("op") == "scale" and msg["count"] > available:
-            self.log.info(
-                "Refused scaling cluster %s to %d workers: %d of the gateway-wide "
-                "cap of %d available",
-                cluster.name,
-                msg["count"],
-                available,
-                self.max_total_workers,
-            )
-            raise PublicException(
-                f"Scale request of {msg['count']} workers exceeds the gateway-wide "
-                f"limit of {self.max_total_workers} workers for all users "
-                f"({available} available)"
-            )
-        return await super().forward_message_to_scheduler(cluster, msg)
-
-    async def on_cluster_heartbeat(self, cluster_name, msg):
-        available = self.workers_available(cluster_name)
-        if available is not None and msg["count"] > available:
-            # Adaptive scaling asks through heartbeats; clamp to the cap.
-            self.log.info(
-                "Cluster %s asked for %d workers, gateway-wide cap leaves %d",
-                cluster_name,
-                msg["count"],
-                available,
-            )
-            msg = dict(msg, count=available)
-        return await super().on_cluster_heartbeat(cluster_name, msg)

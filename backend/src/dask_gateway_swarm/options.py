@@ -50,9 +50,16 @@ _UNITS = {
 }
 _MEMORY_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Variables the backend sets itself; a user may not override them.
+# Variables the backend sets itself; a user may not override them. Dask reads
+# every variable starting with DASK_ as config with the rest lower-cased
+# ("__" nests, "-" and "_" are the same), so names are compared ignoring case.
 _RESERVED_ENV_PREFIXES = ("DASK_GATEWAY_", "DASK_DISTRIBUTED__COMM__")
-
+# Config paths the gateway sets, as dask spells them. Also refused: a variable
+# above one (DASK_DISTRIBUTED='{"comm": ...}' sets the whole section).
+_RESERVED_CONFIG_PATHS = (("gateway",), ("distributed", "comm"))
+# After DASK_: serialized config of any kind (DASK_INTERNAL_INHERIT_CONFIG) and
+# where dask reads config files from.
+_RESERVED_ENV_NAMES = ("internal_inherit_config", "config", "root_config")
 
 def parse_memory(value, name="memory"):
     """Parse ``value`` (bytes, or a string like "8 GiB", "512M") into bytes.
@@ -79,12 +86,27 @@ def parse_memory(value, name="memory"):
     return nbytes
 
 
+def is_reserved_env_name(name):
+    """Whether dask (or dask-gateway) reads ``name`` as something the gateway sets."""
+    if name.upper().startswith(_RESERVED_ENV_PREFIXES):
+        return True
+    if name[:5].upper() != "DASK_":
+        return False
+    rest = name[5:].lower().replace("-", "_")
+    if rest in _RESERVED_ENV_NAMES:
+        return True
+    path = tuple(rest.split("__"))
+    return any(
+        path[: len(reserved)] == reserved or reserved[: len(path)] == path
+        for reserved in _RESERVED_CONFIG_PATHS
+    )
+
 def _check_environment(environment):
     out = {}
     for key, value in environment.items():
         if not isinstance(key, str) or not _ENV_NAME_RE.match(key):
             raise ValueError(f"environment: {key!r} is not a valid variable name")
-        if key.startswith(_RESERVED_ENV_PREFIXES):
+        if is_reserved_env_name(key):
             raise ValueError(f"environment: {key} is set by the gateway")
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ValueError(f"environment: value of {key} must be a string")

@@ -124,3 +124,42 @@ def test_bad_profile_fails_at_configuration_time():
 def test_no_pool_field_without_pools():
     options = swarm_cluster_options()
     assert "node_pool" not in {f.field for f in options.fields}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DASK_GATEWAY_API_TOKEN",
+        "DASK_distributed__comm__require_encryption",
+        "DASK_Distributed__Comm__TLS__CA_FILE",
+        "DASK_Gateway__address",
+        "DASK_gateway_api_token",
+        "DASK_GATEWAY",
+        "DASK_DISTRIBUTED",  # a literal dict sets the whole section, comm included
+        "DASK_distributed__COMM",
+        "DASK_INTERNAL_INHERIT_CONFIG",
+        "DASK_Internal_Inherit_Config",
+        "DASK_CONFIG",
+        "dask_gateway__address",
+    ],
+)
+def test_environment_names_dask_reads_as_gateway_config_refused(name):
+    backend = make_backend()
+    with pytest.raises(PublicException) as info:
+        process(backend, {"environment": {name: "x"}})
+    assert str(info.value) == f"environment: {name} is set by the gateway"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DASK_DISTRIBUTED__WORKER__MEMORY__TARGET",
+        "DASK_array__chunk_size",
+        "DASK_GATEWAYS",
+        "MY_DASK_GATEWAY_X",
+    ],
+)
+def test_other_dask_config_in_environment_allowed(name):
+    backend = make_backend()
+    _, config = process(backend, {"environment": {name: "1"}})
+    assert config.environment == {name: "1"}
