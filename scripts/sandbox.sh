@@ -57,7 +57,7 @@ write_nodes() {
       echo "    groups: [swarm_workers]"
     done
     echo "fleet_inventory_vars:"
-    echo "  gateway_public_url: http://127.0.0.1:$PORT"
+    echo "  gateway_public_url: $(scheme)://127.0.0.1:$PORT"
     echo "  dask_image_base_image_archive: $STATE/base-image.tar"
   } >"$file"
 }
@@ -75,30 +75,52 @@ check_existing() {
   fi
 }
 
-password_file() {
-  python - "$INVENTORY/group_vars/all.yml" <<'PY'
+# A gateway variable as the sandbox gets it: its inventory's value, else the
+# role's default (one source of truth). Only plain values are read.
+gateway_var() {
+  python - "$INVENTORY/group_vars/all.yml" "$ROOT/roles/gateway/defaults/main.yml" "$1" <<'PY'
 import os, sys, yaml
-with open(sys.argv[1]) as f:
-    print(os.path.expanduser(yaml.safe_load(f)["gateway_password_file"]))
+inventory, defaults, name = sys.argv[1:]
+for path in (inventory, defaults):
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if name in data:
+        print(os.path.expanduser(str(data[name])))
+        break
 PY
 }
 
+scheme() { if [ "$(gateway_var gateway_tls)" = none ]; then echo http; else echo https; fi; }
+
 print_connect() {
-  local elapsed="$1" url="http://127.0.0.1:$PORT" pwfile
-  pwfile="$(password_file)"
+  local elapsed="$1" url pwfile ca="" ca_line="" trust=""
+  url="$(scheme)://127.0.0.1:$PORT"
+  pwfile="$(gateway_var gateway_password_file)"
+  if [ "$(gateway_var gateway_tls)" = self_signed ]; then
+    # The role's default for gateway_ca_file, unless the inventory sets it.
+    ca="$(gateway_var gateway_ca_file)"
+    case "$ca" in *"{{"*) ca="${pwfile%.password}-ca.crt" ;; esac
+    ca_line="  CA:        $ca (the gateway's certificate authority)"$'\n'
+    trust="import os
+
+# Trust the sandbox's CA. aiohttp reads SSL_CERT_FILE when dask_gateway is
+# imported, so set it first (or export it before starting Python).
+os.environ[\"SSL_CERT_FILE\"] = \"$ca\"
+"
+  fi
   cat <<TXT
 
 The sandbox's Dask Gateway is up ($((MANAGERS + WORKERS)) nodes, ${elapsed} s).
   Gateway:   $url
   Password:  in $pwfile (mode 0600); any user name
-  Inventory: inventories/sandbox (rerun: .venv/bin/ansible-playbook site.yml -i inventories/sandbox)
+${ca_line}  Inventory: inventories/sandbox (rerun: .venv/bin/ansible-playbook site.yml -i inventories/sandbox)
   Remove it: make demo-down
 
 Paste into .venv/bin/python, or into a Python 3.11 that has client/requirements.txt
 installed (both hold the image's versions):
 
 # --- snippet ---
-from dask_gateway import Gateway, BasicAuth
+${trust}from dask_gateway import Gateway, BasicAuth
 
 password = open("$pwfile").read().strip()
 # The with blocks close the client, shut the cluster down and close the

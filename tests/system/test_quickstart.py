@@ -30,10 +30,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # The client helpers of the backend's integration tests: a timeout on every
-# blocking call, and Gateway/cluster objects closed exactly once.
+# blocking call, and Gateway/cluster objects closed exactly once. They import
+# dask_gateway, and aiohttp reads SSL_CERT_FILE at that import: the `client`
+# fixture imports them once the sandbox's CA exists, as a user would.
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
-from clienthelpers import call, close_cluster, close_gateway, open_client, wait_for  # noqa: E402
-from dask_gateway import BasicAuth, Gateway  # noqa: E402
 
 BIN = Path(sys.executable).parent
 OUTPUT = ROOT / "tests" / "output" / "quickstart"
@@ -123,14 +123,57 @@ def password_file() -> Path:
     return Path(os.path.expanduser(group_vars["gateway_password_file"]))
 
 
-def test_demo_forms_the_fleet_and_prints_how_to_connect(demo, password_file: Path) -> None:
+@pytest.fixture(scope="module")
+def ca_file(demo) -> Path:
+    """The sandbox's CA certificate, as make demo names it."""
+    match = re.search(r"^  CA:        (\S+) ", demo.stdout, re.M)
+    assert match, "make demo named no CA file (the sandbox serves HTTPS by default)"
+    return Path(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def client(ca_file: Path):
+    """dask_gateway and the client helpers, imported with the sandbox's CA trusted."""
+    assert "aiohttp" not in sys.modules, "aiohttp was imported before SSL_CERT_FILE was set"
+    os.environ["SSL_CERT_FILE"] = str(ca_file)
+    import clienthelpers
+    import dask_gateway
+
+    return clienthelpers, dask_gateway
+
+
+def test_demo_forms_the_fleet_and_prints_how_to_connect(demo, password_file: Path, ca_file: Path) -> None:
     assert demo.returncode == 0, demo.stdout[-5000:]
     hosts = recap(demo.stdout)
     assert {"manager1", "worker1", "worker2"} <= set(hosts), hosts
     assert all(unreachable == failed == 0 for _, unreachable, failed in hosts.values()), hosts
-    assert "Gateway:   http://127.0.0.1:8000" in demo.stdout
+    assert "Gateway:   https://127.0.0.1:8000" in demo.stdout
     assert f"Password:  in {password_file} (mode 0600)" in demo.stdout
     assert password_file.stat().st_mode & 0o777 == 0o600
+    assert ca_file.read_text(encoding="utf-8").startswith("-----BEGIN CERTIFICATE-----")
+    assert f'os.environ["SSL_CERT_FILE"] = "{ca_file}"' in demo.stdout
+
+
+def test_the_gateway_speaks_https_only_with_a_certificate_from_the_ca(demo, ca_file: Path) -> None:
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with urllib.request.urlopen("https://127.0.0.1:8000/api/health", context=context, timeout=10) as resp:
+        assert resp.status == 200
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen("https://127.0.0.1:8000/api/health", context=ssl.create_default_context(), timeout=10)
+    # Plain HTTP to the same port gets no API answer: no status line, or an error page, never JSON.
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:8000/api/health", timeout=10) as resp:
+            body = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        body, status = exc.read(), exc.code
+    except (urllib.error.URLError, ConnectionError, OSError) as exc:
+        body, status = str(exc).encode(), None
+    assert status != 200 and b'"status"' not in body, (status, body[:200])
 
 
 def test_printed_snippet_computes_on_the_sandbox(demo) -> None:
@@ -213,12 +256,15 @@ def gateway_configs() -> str:
     ).stdout.strip()
 
 
-def test_changed_config_rolls_the_gateway_and_keeps_running_clusters(installed: dict, password_file: Path) -> None:
+def test_changed_config_rolls_the_gateway_and_keeps_running_clusters(installed: dict, password_file: Path, client) -> None:
     """A rerun with a changed gateway variable rolls the gateway service; a
     cluster running meanwhile is still there and computes afterwards."""
+    helpers, dask_gateway = client
+    call, close_cluster, close_gateway = helpers.call, helpers.close_cluster, helpers.close_gateway
+    open_client, wait_for = helpers.open_client, helpers.wait_for
     password = password_file.read_text(encoding="utf-8").strip()
     before = gateway_configs()
-    gateway = Gateway("http://127.0.0.1:8000", auth=BasicAuth("rollout-test", password))
+    gateway = dask_gateway.Gateway("https://127.0.0.1:8000", auth=dask_gateway.BasicAuth("rollout-test", password))
     try:
         cluster = call(gateway.new_cluster, worker_cores=0.5, worker_memory="1 GiB", shutdown_on_close=False, timeout=120)
         name = cluster.name
@@ -232,9 +278,9 @@ def test_changed_config_rolls_the_gateway_and_keeps_running_clusters(installed: 
         cluster = call(gateway.connect, name, timeout=120)
         try:
             call(cluster.scale, 1)
-            with open_client(cluster) as client:
-                call(client.wait_for_workers, 1, timeout=180)
-                assert call(client.submit(sum, range(10)).result) == 45
+            with open_client(cluster) as dask_client:
+                call(dask_client.wait_for_workers, 1, timeout=180)
+                assert call(dask_client.submit(sum, range(10)).result) == 45
         finally:
             close_cluster(cluster, shutdown=True)
         wait_for(lambda: name not in [c.name for c in call(gateway.list_clusters)], 60, message=f"{name} to stop")

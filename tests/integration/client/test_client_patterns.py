@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 MARKER = "<!-- tested: tests/integration/client/test_client_patterns.py -->"
-README_ADDRESS = '"http://192.0.2.11:8000"'
+README_ADDRESS = '"https://192.0.2.11:8000"'
 README_PASSWORD_FILE = '"~/.dask_swarm_gateway/dask-gateway.password"'
 GUARD = "gc.collect()"
 
