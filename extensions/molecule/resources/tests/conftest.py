@@ -23,6 +23,7 @@ import testinfra
 import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
 
+ROLES = Path(__file__).resolve().parents[4] / "roles"
 MANAGERS = "swarm_managers"
 WORKERS = "swarm_workers"
 DEFAULT_ARCH_LABEL = "dask_swarm.arch"
@@ -32,6 +33,35 @@ DEFAULT_ARCH_LABEL = "dask_swarm.arch"
 # environment before any test runs, so that the Ansible commands testinfra
 # itself runs (ansible-inventory, modules) do not write into the log under test.
 ANSIBLE_LOG_PATH = os.environ.pop("ANSIBLE_LOG_PATH", "")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Trust the gateway's CA the way a user does, before any test module
+    imports dask_gateway: aiohttp reads SSL_CERT_FILE at that import."""
+    config.addinivalue_line("markers", "auth(mode): runs only on a fleet whose gateway_auth is mode")
+    ephemeral = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "")
+    ca_file = Path(ephemeral, "gateway-ca.crt")
+    if ephemeral and ca_file.is_file():
+        os.environ["SSL_CERT_FILE"] = str(ca_file)
+
+
+def gateway_auth(config: pytest.Config) -> str:
+    """The first manager's gateway_auth, as the inventory sets it (the role's default: simple)."""
+    runner = _runner(config)
+    first = runner.inventory[MANAGERS]["hosts"][0]
+    return str(runner.get_variables(first).get("gateway_auth", "simple"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of another authentication mode are deselected (reported as such), never skipped."""
+    mode = gateway_auth(config)
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("auth")
+        (drop if marker and marker.args[0] != mode else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _runner(config: pytest.Config) -> AnsibleRunner:
@@ -203,3 +233,74 @@ def ansible_log() -> str:
 def local():
     """The machine that runs the nodes (Molecule's controller)."""
     return testinfra.get_host("local://")
+
+
+# The gateway as the role deployed it, and every secret it made.
+
+
+@pytest.fixture(scope="session")
+def gateway_vars(fleet: Fleet) -> dict[str, str]:
+    """The gateway role's variables for the first manager: the inventory's,
+    as Ansible templates them there, else the role's defaults."""
+    manager = fleet.first_manager
+    defaults = yaml.safe_load((ROLES / "gateway" / "defaults" / "main.yml").read_text(encoding="utf-8"))
+    out = {}
+    for var in ("gateway_public_url", "gateway_password_file", "gateway_state_dir", "gateway_stack_name"):
+        if var in manager.vars:
+            value = str(manager.host.ansible("ansible.builtin.debug", f"var={var}", check=False)[var])
+        else:
+            value = str(defaults[var])
+        assert value and "{{" not in value and "<<" not in value, f"{var} of {manager.name}: {value!r}"
+        out[var] = value
+    out["gateway_password_file"] = os.path.expanduser(out["gateway_password_file"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def auth_mode(pytestconfig: pytest.Config) -> str:
+    return gateway_auth(pytestconfig)
+
+
+def read_password(path: Path) -> str:
+    value = path.read_text(encoding="utf-8").strip()
+    assert len(value) >= 43, f"the generated password in {path} is shorter than 43 characters"
+    return value
+
+
+@pytest.fixture(scope="session")
+def user_password_files(gateway_vars: dict[str, str], fleet: Fleet) -> dict[str, Path]:
+    """gateway_auth: users: each user's password file on the controller."""
+    directory = Path(gateway_vars["gateway_password_file"]).parent
+    return {user: directory / f"{user}.password" for user in fleet.first_manager.vars.get("gateway_users", [])}
+
+
+@pytest.fixture(scope="session")
+def password(gateway_vars: dict[str, str]) -> str:
+    """The shared password (generated whatever the mode; the login of gateway_auth: simple)."""
+    return read_password(Path(gateway_vars["gateway_password_file"]))
+
+
+@pytest.fixture(scope="session")
+def login(auth_mode: str, password: str, user_password_files: dict[str, Path]) -> tuple[str, str]:
+    """A user name and password the gateway accepts."""
+    if auth_mode == "users":
+        user, path = next(iter(user_password_files.items()))
+        return user, read_password(path)
+    return "molecule-verifier", password
+
+
+@pytest.fixture(scope="session")
+def fleet_secrets(password: str, user_password_files: dict[str, Path], gateway_vars: dict[str, str], fleet: Fleet) -> dict[str, str]:
+    """Every secret of the deployment, by what it is: none may ever be printed."""
+    found = {"shared password": password}
+    for user, path in user_password_files.items():
+        found[f"{user}'s password"] = read_password(path)
+    manager, state = fleet.first_manager, gateway_vars["gateway_state_dir"]
+    for user in user_password_files:
+        found[f"{user}'s hash"] = manager.host.check_output("cat %s", f"{state}/users/{user}.bcrypt").strip()
+    for key in ("ca.key", "tls.key"):
+        if manager.host.file(f"{state}/tls/{key}").exists:
+            pem = manager.host.check_output("cat %s", f"{state}/tls/{key}")
+            # A line of the key's body: the PEM header alone is no secret.
+            found[key] = sorted(pem.splitlines()[1:-1], key=len)[-1]
+    return found

@@ -2,8 +2,11 @@
 
 The stock ``dask_gateway`` client connects through the gateway port that the
 first manager's container publishes on 127.0.0.1 (``gateway_public_url`` in
-the scenario's inventory), with the password file the gateway role wrote on
-the controller. Expected worker nodes come from the inventory's labels.
+the scenario's inventory), with a password file the gateway role wrote on
+the controller: the shared one (gateway_auth: simple) or the first user's
+(gateway_auth: users). Over HTTPS it trusts the role's CA through
+SSL_CERT_FILE (conftest.py). Expected worker nodes come from the inventory's
+labels.
 """
 
 from __future__ import annotations
@@ -13,14 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import Fleet
 
 # The client helpers of the backend's integration tests: a timeout on every
 # blocking call, and Gateway/cluster objects closed exactly once.
 ROOT = Path(__file__).resolve().parents[4]
-ROLES = ROOT / "roles"
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
 from clienthelpers import call, close_gateway, http_status, open_client, open_cluster, wait_for  # noqa: E402
 from dask_gateway import BasicAuth, Gateway  # noqa: E402
@@ -33,31 +34,6 @@ CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}
 
 
 @pytest.fixture(scope="module")
-def gateway_vars(fleet: Fleet) -> dict[str, str]:
-    """The gateway role's variables for the first manager: the inventory's,
-    as Ansible templates them there, else the role's defaults."""
-    manager = fleet.first_manager
-    defaults = yaml.safe_load((ROLES / "gateway" / "defaults" / "main.yml").read_text(encoding="utf-8"))
-    out = {}
-    for var in ("gateway_public_url", "gateway_password_file", "gateway_state_dir", "gateway_stack_name"):
-        if var in manager.vars:
-            value = str(manager.host.ansible("ansible.builtin.debug", f"var={var}", check=False)[var])
-        else:
-            value = str(defaults[var])
-        assert value and "{{" not in value and "<<" not in value, f"{var} of {manager.name}: {value!r}"
-        out[var] = value
-    out["gateway_password_file"] = os.path.expanduser(out["gateway_password_file"])
-    return out
-
-
-@pytest.fixture(scope="module")
-def password(gateway_vars: dict[str, str]) -> str:
-    value = Path(gateway_vars["gateway_password_file"]).read_text(encoding="utf-8").strip()
-    assert len(value) >= 43, "the generated password is shorter than 43 characters"
-    return value
-
-
-@pytest.fixture(scope="module")
 def worker_nodes(fleet: Fleet) -> set[str]:
     """Node IDs of the nodes Dask workers may run on: labelled and active."""
     return {
@@ -67,11 +43,11 @@ def worker_nodes(fleet: Fleet) -> set[str]:
     }
 
 
-def test_cluster_computes_on_every_worker_node(gateway_vars, password, worker_nodes, fleet: Fleet) -> None:
+def test_cluster_computes_on_every_worker_node(gateway_vars, login, worker_nodes, fleet: Fleet) -> None:
     assert worker_nodes, "the inventory labels no active node for Dask workers"
     workers = max(2, len(worker_nodes))
     manager = fleet.first_manager
-    gateway = Gateway(gateway_vars["gateway_public_url"], auth=BasicAuth("molecule-verifier", password))
+    gateway = Gateway(gateway_vars["gateway_public_url"], auth=BasicAuth(*login))
     try:
         with open_cluster(gateway, **CLUSTER_OPTIONS) as cluster:
             call(cluster.scale, workers)
@@ -96,11 +72,12 @@ def test_cluster_computes_on_every_worker_node(gateway_vars, password, worker_no
         close_gateway(gateway)
 
 
-def test_wrong_password_gets_401(gateway_vars, password) -> None:
+def test_wrong_password_gets_401(gateway_vars, login) -> None:
     url = gateway_vars["gateway_public_url"] + "/api/v1/clusters/"
-    assert http_status(url, ("molecule-verifier", password)) == 200
-    assert http_status(url, ("molecule-verifier", password[::-1])) == 401
-    assert http_status(url, ("molecule-verifier", "")) == 401
+    user, password = login
+    assert http_status(url, (user, password)) == 200
+    assert http_status(url, (user, password[::-1])) == 401
+    assert http_status(url, (user, "")) == 401
 
 
 def test_password_file_on_the_manager_is_root_only(gateway_vars, fleet: Fleet) -> None:
@@ -112,20 +89,24 @@ def test_password_file_on_the_manager_is_root_only(gateway_vars, fleet: Fleet) -
     assert (state_dir.user, state_dir.mode) == ("root", 0o700)
 
 
-def test_password_file_on_the_controller_is_owner_only(gateway_vars, local) -> None:
-    copy = local.file(gateway_vars["gateway_password_file"])
-    assert copy.is_file
-    assert copy.mode == 0o600
+def test_password_files_on_the_controller_are_owner_only(gateway_vars, user_password_files, local) -> None:
+    for path in [gateway_vars["gateway_password_file"], *map(str, user_password_files.values())]:
+        copy = local.file(path)
+        assert copy.is_file, path
+        assert copy.mode == 0o600, path
 
 
-def test_password_never_in_the_ansible_output(password, ansible_log: str) -> None:
+def test_no_secret_in_the_ansible_output(fleet_secrets: dict[str, str], ansible_log: str) -> None:
     assert "PLAY RECAP" in ansible_log, "the Ansible log holds no playbook run"
-    assert password not in ansible_log, "the gateway password appears in the Ansible output"
+    printed = [what for what, value in fleet_secrets.items() if value in ansible_log]
+    assert not printed, f"the Ansible output shows: {printed}"
 
 
-def test_password_not_in_the_gateway_service(gateway_vars, password, fleet: Fleet) -> None:
-    """It reaches the gateway as a Swarm secret file, never in its service spec."""
+def test_no_secret_in_the_gateway_service(gateway_vars, fleet_secrets: dict[str, str], auth_mode: str, fleet: Fleet) -> None:
+    """Secrets reach the gateway as Swarm secret files, never in its service spec."""
     manager = fleet.first_manager
     spec = manager.host.check_output("docker service inspect %s", gateway_vars["gateway_stack_name"] + "_gateway")
-    assert "gateway-password" in spec, "the gateway service does not mount the password secret"
-    assert password not in spec
+    mount = {"simple": "gateway-password", "users": "gateway-users"}[auth_mode]
+    assert mount in spec, f"the gateway service does not mount the {mount} secret"
+    shown = [what for what, value in fleet_secrets.items() if value in spec]
+    assert not shown, f"docker service inspect shows: {shown}"
