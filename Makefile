@@ -20,7 +20,9 @@ demo: setup  ## A local sandbox fleet (MANAGERS=1 WORKERS=2 PORT=8000) running t
 demo-down: setup  ## Remove every container, network and volume of the sandbox fleet
 	@scripts/sandbox.sh down
 
-test: setup  ## Run everything: lint, sanity, unit, modules, client, backend, both Molecule scenarios, the quick start
+# No `setup` prerequisite: run-tests.sh runs it as its first stage, so a
+# failed set-up still ends with the summary line.
+test:  ## Set up, then run everything: lint, sanity, unit, modules, client, backend, both Molecule scenarios, the quick start
 	@scripts/run-tests.sh
 
 lint: setup  ## yamllint, ansible-lint (production profile), changelog lint
