@@ -5,18 +5,18 @@ generated password, on a free port, in a working directory of the test's.
 """
 
 import json
-import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from base64 import b64encode
 from pathlib import Path
 
 import pytest
+
+# The backend's own local-gateway helpers (backend/tests/local).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "backend" / "tests" / "local"))
+from localgateway import free_port, stop_process_group, wait_until_healthy  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SERVER = BIN / "dask-gateway-server"
@@ -45,12 +45,6 @@ c.Backend.cluster_options = Options(
     handler=options_handler,
 )
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -129,28 +123,11 @@ def start_server(workdir, tls=False):
     address = "%s://127.0.0.1:%d" % ("https" if tls else "http", port)
     srv = Server(address, password, log)
     srv.ca_file = str(workdir / "tls.crt") if tls else None
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(address + "/api/health", timeout=2, context=context) as resp:
-                if resp.status == 200:
-                    return proc, srv
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_server(proc)
-            pytest.fail("dask-gateway-server did not start:\n" + log.read_text(errors="replace")[-3000:])
-        time.sleep(0.2)
+    if not wait_until_healthy(address, proc, context=context):
+        stop_server(proc)
+        pytest.fail("dask-gateway-server did not start:\n" + log.read_text(errors="replace")[-3000:])
+    return proc, srv
 
 
 def stop_server(proc):
-    # Only the process group this test started.
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    stop_process_group(proc, timeout=20)

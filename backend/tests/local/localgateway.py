@@ -127,35 +127,41 @@ def start_server(workdir, port=None, users=tuple(PASSWORDS), extra="", wait=True
     return server
 
 
-def wait_healthy(server, timeout=30):
+def wait_until_healthy(address, proc, timeout=30, context=None):
+    """Whether the gateway at ``address`` answers /api/health before ``proc`` exits or time runs out."""
     deadline = time.monotonic() + timeout
-    while True:
+    while proc.poll() is None and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(server.address + "/api/health", timeout=2) as resp:
+            with urllib.request.urlopen(address + "/api/health", timeout=2, context=context) as resp:
                 if resp.status == 200:
-                    return
+                    return True
         except OSError:
             pass
-        if server.proc.poll() is not None or time.monotonic() > deadline:
-            stop_server(server)
-            raise RuntimeError(
-                "dask-gateway-server did not start:\n" + server.log_text()[-3000:]
-            )
         time.sleep(0.2)
+    return False
 
 
-def stop_server(server):
-    """SIGTERM the server's process group (only what this test started)."""
-    proc = server.proc
+def stop_process_group(proc, timeout=30):
+    """SIGTERM the process group of ``proc`` (only what a test started), then SIGKILL."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def wait_healthy(server, timeout=30):
+    if not wait_until_healthy(server.address, server.proc, timeout):
+        stop_server(server)
+        raise RuntimeError("dask-gateway-server did not start:\n" + server.log_text()[-3000:])
+
+
+def stop_server(server):
+    stop_process_group(server.proc)
 
 
 def kill_cluster_processes(clusters_dir):
