@@ -122,6 +122,9 @@ def test_users_act_only_on_their_own_clusters_and_admins_on_all(gateways, users)
             close_cluster(connected)
         call(as_admin.stop_cluster, name)
         wait_for(lambda: name not in names(as_owner), 90, message=f"the admin's stop_cluster of {name}")
+        # Stopping clusters still count against the owner's limits: wait until it is stopped.
+        wait_for(lambda: name in {c.name for c in call(as_owner.list_clusters, status="stopped")}, 120,
+                 message=f"{name} to be stopped")
     finally:
         if name in names(as_owner):
             call(as_owner.stop_cluster, name)
@@ -163,7 +166,13 @@ def playbook(pytestconfig, *extra: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_rotating_one_user_changes_only_that_password(pytestconfig, gateway_vars, user_password_files, users) -> None:
+def assert_no_secret_printed(run: subprocess.CompletedProcess, *secrets: str) -> None:
+    output = run.stdout + run.stderr
+    assert "PLAY RECAP" in output
+    assert not [s for s in secrets if s in output], "the rerun printed a secret"
+
+
+def test_rotating_one_user_changes_only_that_password(pytestconfig, gateway_vars, user_password_files, users, fleet_secrets) -> None:
     url = gateway_vars["gateway_public_url"] + "/api/v1/clusters/"
     rotated = [u for u in users["all"] if u not in users["admins"]][0]
     before = passwords(user_password_files)
@@ -171,17 +180,21 @@ def test_rotating_one_user_changes_only_that_password(pytestconfig, gateway_vars
     after = passwords(user_password_files)
     assert after[rotated] != before[rotated]
     assert {u: p for u, p in after.items() if u != rotated} == {u: p for u, p in before.items() if u != rotated}
-    for secret in (*before.values(), *after.values()):
-        assert secret not in run.stdout + run.stderr
+    assert_no_secret_printed(run, *before.values(), *after.values(), *fleet_secrets.values())
     wait_for(lambda: http_status(url, (rotated, after[rotated])) == 200, 120, message="the rotated password to work")
     assert http_status(url, (rotated, before[rotated])) == 401
 
 
-def test_removing_a_user_revokes_access_and_stops_their_clusters(pytestconfig, gateway_vars, user_password_files, users, fleet: Fleet) -> None:
+def test_a_new_user_list_adds_and_removes_accounts(pytestconfig, gateway_vars, user_password_files, users, fleet_secrets, fleet: Fleet) -> None:
+    """One rerun removes a user (access revoked, clusters stopped) and adds
+    one (a new password); the other users keep theirs."""
     url = gateway_vars["gateway_public_url"] + "/api/v1/clusters/"
     removed = [u for u in users["all"] if u not in users["admins"]][-1]
+    added = "dave"
     kept = [u for u in users["all"] if u != removed]
     pw = passwords(user_password_files)
+    new_file = Path(gateway_vars["gateway_password_file"]).parent / f"{added}.password"
+    new_file.unlink(missing_ok=True)  # an earlier run's, in Molecule's ephemeral directory
     gateway = Gateway(gateway_vars["gateway_public_url"], auth=BasicAuth(removed, pw[removed]))
     try:
         name = call(gateway.submit, **CLUSTER_OPTIONS)
@@ -191,8 +204,11 @@ def test_removing_a_user_revokes_access_and_stops_their_clusters(pytestconfig, g
     as_admin = Gateway(gateway_vars["gateway_public_url"], auth=BasicAuth(admin, pw[admin]))
     try:
         assert name in names(as_admin)
-        run = playbook(pytestconfig, "-e", '{"gateway_users": %s}' % str(kept).replace("'", '"'))
-        assert pw[removed] not in run.stdout + run.stderr
+        run = playbook(pytestconfig, "-e", '{"gateway_users": %s}' % str(kept + [added]).replace("'", '"'))
+        new_password = new_file.read_text(encoding="utf-8").strip()
+        assert len(new_password) >= 43 and new_file.stat().st_mode & 0o777 == 0o600
+        assert_no_secret_printed(run, new_password, *pw.values(), *fleet_secrets.values())
+        assert passwords({u: user_password_files[u] for u in kept}) == {u: pw[u] for u in kept}
         wait_for(lambda: http_status(url, (removed, pw[removed])) == 401, 120, message=f"{removed} to lose access")
         wait_for(lambda: name not in names(as_admin), 120, message=f"{removed}'s cluster {name} to stop")
         label = f"dask-gateway-swarm.cluster={name}"
@@ -200,5 +216,6 @@ def test_removing_a_user_revokes_access_and_stops_their_clusters(pytestconfig, g
                  message=f"the services of {name} to go")
         for user in kept:
             assert http_status(url, (user, pw[user])) == 200
+        assert http_status(url, (added, new_password)) == 200
     finally:
         close_gateway(as_admin)
