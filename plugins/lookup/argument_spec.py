@@ -1,5 +1,6 @@
 # Copyright: dask_swarm.gateway contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Lookup plugin: the argument spec of one of this collection's roles."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 # Copyright: dask_swarm.gateway contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A small Docker SDK client for this collection's modules.
 
 The connection options carry the names community.docker uses (docker_host,

@@ -1,5 +1,6 @@
 # Copyright: dask_swarm.gateway contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Client side of a Dask Gateway check, shared by this collection's modules.
 
 The check runs the stock ``dask_gateway`` client in *asynchronous* mode on an

@@ -1,5 +1,6 @@
 # Copyright: dask_swarm.gateway contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Compare a swarm's nodes with the inventory: pure functions, no Docker.
 
 Input is the list the Docker API returns for ``GET /nodes`` (``docker node
