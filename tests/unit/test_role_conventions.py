@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible.playbook.block import Block
+from ansible.playbook.handler import Handler
+from ansible.playbook.task import Task
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 ROLE_NAMES = sorted(p.name for p in ROLES.iterdir() if p.is_dir())
@@ -60,17 +63,60 @@ def test_private_variables_are_prefixed(role):
     assert not wrong, f"{role}: vars/main.yml names without the __{role}_ prefix: {wrong}"
 
 
+# Every keyword a task, handler or block may carry; any other key of a task
+# is its action. `action`/`local_action` name the module in their value.
+TASK_KEYWORDS = set(Task.fattributes) | set(Handler.fattributes) | set(Block.fattributes)
+ACTION_KEYWORDS = {"action", "local_action"}
+
+
+def non_fqcn_actions(tasks, where):
+    """The actions of ``tasks`` that are not namespace.collection.module, also
+    inside block/rescue/always, at any depth."""
+    offenders = []
+    for task in tasks or []:
+        for section in ("block", "rescue", "always"):
+            offenders += non_fqcn_actions(task.get(section), where)
+        for key, value in task.items():
+            if key in ACTION_KEYWORDS:
+                module = value.get("module", "") if isinstance(value, dict) else str(value).split(" ", 1)[0]
+            elif key in TASK_KEYWORDS or key.startswith("with_"):
+                continue
+            else:
+                module = key
+            if module.count(".") < 2:
+                offenders.append(f"{where}: {task.get('name', '(unnamed)')}: {module}")
+    return offenders
+
+
+def test_the_fqcn_check_looks_into_nested_blocks():
+    tasks = [
+        {"name": "fine", "ansible.builtin.debug": {"msg": "x"}, "when": "true", "loop": [1]},
+        {
+            "name": "outer",
+            "block": [
+                {
+                    "name": "inner",
+                    "block": [{"name": "nested", "command": "true"}],
+                    "rescue": [{"name": "in rescue", "ansible.builtin.shell": "true"}],
+                    "always": [{"name": "in always", "debug": {"msg": "x"}}],
+                }
+            ],
+        },
+        {"name": "action form", "action": "copy src=a dest=b"},
+        {"name": "local action form", "local_action": {"module": "ansible.builtin.stat", "path": "/"}},
+        {"name": "with loop", "with_items": [1], "ansible.builtin.debug": {"var": "item"}},
+    ]
+    assert non_fqcn_actions(tasks, "t.yml") == [
+        "t.yml: nested: command",
+        "t.yml: in always: debug",
+        "t.yml: action form: copy",
+    ]
+
+
 @pytest.mark.parametrize("role", ROLE_NAMES)
 def test_tasks_use_only_fully_qualified_modules(role):
     offenders = []
-    for tasks_file in (ROLES / role).glob("*/*.yml"):
-        if tasks_file.parent.name not in ("tasks", "handlers"):
-            continue
-        for task in load(tasks_file) or []:
-            for item in [task] + task.get("block", []) + task.get("rescue", []):
-                keys = set(item) - {"name", "when", "register", "loop", "vars", "notify", "no_log",
-                                    "delegate_to", "run_once", "throttle", "changed_when", "failed_when",
-                                    "check_mode", "block", "rescue", "always", "become", "tags",
-                                    "ignore_errors", "listen", "loop_control", "until", "retries", "delay"}
-                offenders += [f"{tasks_file.name}: {k}" for k in keys if k.count(".") < 2]
+    for directory in ("tasks", "handlers"):
+        for tasks_file in sorted((ROLES / role / directory).rglob("*.yml")):
+            offenders += non_fqcn_actions(load(tasks_file), str(tasks_file.relative_to(ROLES / role)))
     assert not offenders, f"{role}: non-FQCN actions: {offenders}"

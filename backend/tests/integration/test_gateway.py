@@ -6,10 +6,12 @@ they run in file order, the last one checks that nothing was left behind.
 """
 
 import json
+import re
 import subprocess
 import time
 import warnings
 
+import aiohttp
 import pytest
 from clienthelpers import (
     call,
@@ -51,8 +53,13 @@ def test_wrong_password_gets_401(gateway):
     assert http_status(url, ("alice", "not-the-password")) == 401
     assert http_status(url, ("alice", gateway.password)) == 200
     with open_gateway(gateway, password="not-the-password") as gw:
-        with pytest.raises(Exception, match="401"):
+        # The stock client raises aiohttp's error for a 401 (resp.raise_for_status());
+        # the reason is dask_gateway_server.auth.unauthorized's.
+        with pytest.raises(
+            aiohttp.ClientResponseError, match=r"^401, message='Authentication required', url='"
+        ) as refused:
             call(gw.list_clusters, timeout=30)
+        assert refused.value.status == 401
 
 
 def test_core_path_compute_dashboard_secrets_shutdown(gateway, swarm):
@@ -207,17 +214,21 @@ def test_options_honoured_inside_worker(gateway):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"profile": "huge"}, "profile"),
-        ({"worker_memory": "banana"}, "worker_memory"),
-        ({"worker_cores": 8}, "worker_cores"),
-        ({"worker_cores": 3, "worker_cores_limit": 2}, "worker_cores"),
+        # The limits are harness.DEFAULTS' (4 cores, 16 GiB per worker).
+        ({"profile": "huge"}, "'huge' is not a valid option for profile"),
+        (
+            {"worker_memory": "banana"},
+            "worker_memory: 'banana' is not a memory size (expected a number of bytes or e.g. '512 MiB', '8 GiB')",
+        ),
+        ({"worker_cores": 8}, "worker_cores must be <= 4.000000, got 8.0"),
+        ({"worker_cores": 3, "worker_cores_limit": 2}, "worker_cores: 3 cores exceeds worker_cores_limit of 2"),
     ],
 )
 def test_bad_options_refused_at_new_cluster(gateway, options, message):
     with open_gateway(gateway) as gw:
         # gw.submit is the request new_cluster makes (POST /clusters/); it
         # builds no GatewayCluster object whose __del__ could hang the client.
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             call(gw.submit, timeout=60, **options)
         # Nothing was created for the refused request.
         assert call(gw.list_clusters, timeout=30) == []
@@ -231,18 +242,35 @@ def test_cluster_and_global_worker_limits(gateway):
                 warnings.simplefilter("always")
                 call(first.scale, 5)
             assert any(
-                issubclass(w.category, GatewayWarning) and "limit of 3 workers" in str(w.message)
+                issubclass(w.category, GatewayWarning)
+                and str(w.message)
+                == "Scale request of 5 workers would exceed resource limit of 3 workers. Scaling to 3 instead."
                 for w in caught
             ), [str(w.message) for w in caught]
             with open_client(first) as client:
                 call(client.wait_for_workers, 3, timeout=90)
             # Gateway-wide cap of 4 workers for everyone: 3 are in use (the
             # gateway created them, so it has seen the count).
-            with pytest.raises(GatewayClusterError, match="gateway-wide limit of 4 workers"):
+            with pytest.raises(
+                GatewayClusterError,
+                match="^"
+                + re.escape(
+                    "Scale request of 2 workers exceeds the gateway-wide limit of 4 workers for all users (1 available)"
+                )
+                + "$",
+            ):
                 call(second.scale, 2)
             call(second.scale, 1)  # within the cap
             with open_client(second) as client:
                 call(client.wait_for_workers, 1, timeout=90)
+            names = {first.name, second.name}
+        # A stopping cluster holds its workers against the cap until they are
+        # gone: the next test starts once both clusters are stopped.
+        wait_for(
+            lambda: names <= {c.name for c in call(gw.list_clusters, status="stopped", timeout=30)},
+            90,
+            message="both clusters to stop",
+        )
 
 
 def test_restart_keeps_cluster_and_sweeps_orphans(gateway, swarm):

@@ -67,14 +67,30 @@ def refusal(backend, cluster, count):
 
 
 def test_overrides_validated_naming_the_bad_key():
-    with pytest.raises(TraitError, match=r"'bob'.*unknown limit 'max_worker'"):
-        SwarmBackend(user_limit_overrides={"bob": {"max_worker": 3}})
-    with pytest.raises(TraitError, match=r"max_clusters must be a non-negative integer"):
-        SwarmBackend(user_limit_overrides={"bob": {"max_clusters": 1.5}})
-    with pytest.raises(TraitError, match=r"max_cores must be a non-negative number"):
-        SwarmBackend(user_limit_overrides={"bob": {"max_cores": "8"}})
-    with pytest.raises(TraitError, match=r"'carol'.*expected a dict"):
-        SwarmBackend(user_limit_overrides={"carol": 4})
+    refusals = [
+        (
+            {"bob": {"max_worker": 3}},
+            "user_limit_overrides['bob']: unknown limit 'max_worker' "
+            "(expected one of max_clusters, max_workers, max_cores)",
+        ),
+        (
+            {"bob": {"max_clusters": 1.5}},
+            "user_limit_overrides['bob']: max_clusters must be a non-negative integer (0: no limit), got 1.5",
+        ),
+        (
+            {"bob": {"max_cores": "8"}},
+            "user_limit_overrides['bob']: max_cores must be a non-negative number (0: no limit), got '8'",
+        ),
+        (
+            {"carol": 4},
+            "user_limit_overrides['carol']: expected a dict with keys "
+            "('max_clusters', 'max_workers', 'max_cores'), got 4",
+        ),
+    ]
+    for overrides, message in refusals:
+        with pytest.raises(TraitError) as info:
+            SwarmBackend(user_limit_overrides=overrides)
+        assert str(info.value) == message
     assert validate_limit_overrides({"bob": {"max_cores": 4}}) == {
         "bob": {"max_cores": 4.0}
     }
@@ -211,8 +227,9 @@ async def test_start_cluster_refused_before_a_record_is_made(backend):
     with_queue(backend)
     backend.user_max_clusters = 1
     await backend.start_cluster(User("bob"), {})
-    with pytest.raises(PublicException, match="at most 1 clusters"):
+    with pytest.raises(PublicException) as info:
         await backend.start_cluster(User("bob"), {})
+    assert str(info.value) == "User bob may run at most 1 clusters at once (1 running or starting)"
     assert len(backend.db.list_clusters("bob")) == 1
 
 
@@ -250,10 +267,11 @@ async def test_reservation_ends_when_a_heartbeat_reports_it(backend):
 
 async def test_failed_forward_releases_the_reservation(backend):
     c = make_cluster(backend, status=JobStatus.SUBMITTED)
-    with pytest.raises(PublicException, match="not running"):
+    with pytest.raises(PublicException) as info:
         await backend.forward_message_to_scheduler(
             c.to_model(), {"op": "scale", "count": 2}
         )
+    assert str(info.value) == f"cluster {c.name} is not running"
     assert c.name not in backend.reservations
 
 

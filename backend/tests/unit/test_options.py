@@ -9,6 +9,7 @@ from dask_gateway_server.models import User
 from dask_gateway_swarm import SwarmBackend, parse_memory, swarm_cluster_options
 
 GIB = 2**30
+SIZE_HINT = " (expected a number of bytes or e.g. '512 MiB', '8 GiB')"
 
 PROFILES = {
     "small": {"worker_cores": 2, "worker_memory": "8 GiB"},
@@ -45,10 +46,21 @@ def test_parse_memory(text, expected):
     assert parse_memory(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["banana", "8 XB", "", "-1 G", True, None])
-def test_parse_memory_refuses(bad):
-    with pytest.raises(ValueError, match="worker_memory"):
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("banana", "worker_memory: 'banana' is not a memory size" + SIZE_HINT),
+        ("8 XB", "worker_memory: '8 XB' is not a memory size" + SIZE_HINT),
+        ("", "worker_memory: '' is not a memory size" + SIZE_HINT),
+        ("-1 G", "worker_memory: '-1 G' is not a memory size" + SIZE_HINT),
+        (True, "worker_memory: True is not a memory size"),
+        (None, "worker_memory: None is not a memory size"),
+    ],
+)
+def test_parse_memory_refuses(bad, message):
+    with pytest.raises(ValueError) as info:
         parse_memory(bad, "worker_memory")
+    assert str(info.value) == message
 
 
 def test_profile_small_and_medium():
@@ -94,31 +106,56 @@ def test_defaults_any_pool_keep_config_image():
 
 
 @pytest.mark.parametrize(
-    "request_, option",
+    "request_, message",
     [
-        ({"profile": "huge"}, "profile"),
-        ({"worker_memory": "banana"}, "worker_memory"),
-        ({"worker_cores": 8}, "worker_cores"),
-        ({"worker_cores": 3, "worker_cores_limit": 2}, "worker_cores"),
-        ({"worker_memory": "64 GiB"}, "worker_memory"),
-        ({"node_pool": "mars"}, "node_pool"),
-        ({"environment": {"DASK_GATEWAY_API_TOKEN": "x"}}, "environment"),
-        ({"environment": {"1BAD": "x"}}, "environment"),
-        ({"image": "has space"}, "image"),
-        ({"worker_cores": "two"}, "worker_cores"),
-        ({"workers": 3}, "workers"),
+        ({"profile": "huge"}, "'huge' is not a valid option for profile"),
+        ({"worker_memory": "banana"}, "worker_memory: 'banana' is not a memory size" + SIZE_HINT),
+        ({"worker_cores": 8}, "worker_cores must be <= 4.000000, got 8.0"),
+        ({"worker_cores": 3, "worker_cores_limit": 2}, "worker_cores: 3 cores exceeds worker_cores_limit of 2"),
+        ({"worker_memory": "64 GiB"}, "worker_memory: '64 GiB' exceeds the maximum of '16 GiB' per worker"),
+        ({"node_pool": "mars"}, "'mars' is not a valid option for node_pool"),
+        ({"environment": {"DASK_GATEWAY_API_TOKEN": "x"}}, "environment: DASK_GATEWAY_API_TOKEN is set by the gateway"),
+        ({"environment": {"1BAD": "x"}}, "environment: '1BAD' is not a valid variable name"),
+        ({"image": "has space"}, "image: 'has space' is not an image reference"),
+        ({"worker_cores": "two"}, "worker_cores must be a float, got 'two'"),
+        ({"workers": 3}, "Unknown fields ['workers']"),
     ],
 )
-def test_bad_options_refused_naming_the_option(request_, option):
+def test_bad_options_refused_naming_the_option(request_, message):
     backend = make_backend()
     with pytest.raises(PublicException) as info:
         process(backend, request_)
-    assert option in str(info.value)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "request_, message",
+    [
+        ({"worker_cores": 16}, "worker_cores must be <= 8.000000, got 16.0"),
+        ({"worker_memory": "64 GiB"}, "worker_memory: '64 GiB' exceeds the maximum of '32 GiB' per worker"),
+        ({"profile": "large"}, "'large' is not a valid option for profile"),
+        ({"worker_memory": "banana"}, "worker_memory: 'banana' is not a memory size" + SIZE_HINT),
+        ({"node_pool": "any"}, "Unknown fields ['node_pool']"),
+    ],
+)
+def test_readme_refusals_with_the_roles_defaults(request_, message):
+    """The messages README.md quotes ("Limits, and what the client sees"),
+    with the gateway role's defaults: 8 cores and 32 GiB per worker, the
+    small and medium profiles, no node pools."""
+    backend = SwarmBackend(
+        cluster_options=swarm_cluster_options(
+            profiles=PROFILES, max_worker_cores=8, max_worker_memory="32 GiB"
+        )
+    )
+    with pytest.raises(PublicException) as info:
+        process(backend, request_)
+    assert str(info.value) == message
 
 
 def test_bad_profile_fails_at_configuration_time():
-    with pytest.raises(ValueError, match="worker_cores"):
+    with pytest.raises(ValueError) as info:
         swarm_cluster_options(profiles={"big": {"worker_cores": 64}}, max_worker_cores=4)
+    assert str(info.value) == "worker_cores: 64 cores exceeds the maximum of 4 cores per worker"
 
 
 def test_no_pool_field_without_pools():

@@ -7,6 +7,7 @@ in-memory ``DataManager``.
 
 import base64
 import os
+import re
 
 import pytest
 from dask_gateway_server.backends.db_base import DataManager, JobStatus
@@ -69,8 +70,9 @@ async def test_names_and_labels_come_from_cluster_name(backend):
 
 def test_long_prefix_refused():
     naming = specs.Naming("x" * 40, "p", "g")
-    with pytest.raises(ValueError, match="longer than 63"):
+    with pytest.raises(ValueError) as info:
         naming.scheduler_service("a" * 32)
+    assert str(info.value) == f"service name {'x' * 40 + '-' + 'a' * 32!r} longer than 63 characters"
 
 
 async def test_service_basics_dnsrr_restart_none_secrets(backend):
@@ -254,7 +256,12 @@ def test_encrypt_key_shape_for_persistent_db():
     key = base64.urlsafe_b64encode(os.urandom(32)).decode()
     b = SwarmBackend(db_url="sqlite:////tmp/x.sqlite", db_encrypt_keys=[key])
     assert len(b.db_encrypt_keys) == 1
-    with pytest.raises(Exception, match="db_encrypt_keys"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Must configure `db_encrypt_keys`/`DASK_GATEWAY_ENCRYPT_KEYS` when not using an in-memory database"
+        ),
+    ):
         SwarmBackend(db_url="sqlite:////tmp/x.sqlite", db_encrypt_keys=[])
 
 

@@ -29,12 +29,22 @@ def test_docker_package_installed(node: Node) -> None:
 def test_node_image_has_no_docker(node: Node, local) -> None:  # noqa: ANN001
     """The role, not the node image, must have installed Docker."""
     image = local.check_output("docker inspect --format %s %s", "{{.Config.Image}}", node.container).strip()
+    # dpkg-query -W exits 0 for a package dpkg knows and 1 for one it has never
+    # heard of; anything else (docker run's 125, 126, 127) means the probe did
+    # not run, which must fail the test rather than pass it on an empty stdout.
     probe = local.run(
         "docker run --rm --network none --entrypoint dpkg-query %s -W -f %s docker.io",
         image,
         "${Status}",
     )
-    assert "install ok installed" not in probe.stdout, f"image {image} already contains docker.io"
+    assert probe.rc in (0, 1), f"dpkg-query did not run in {image} (rc={probe.rc}): {probe.stderr}"
+    if probe.rc == 1:
+        assert "no packages found matching docker.io" in probe.stderr, (
+            f"dpkg-query failed in {image} for another reason: {probe.stderr}"
+        )
+    else:
+        # Known to dpkg, e.g. removed with its configuration files kept.
+        assert "install ok installed" not in probe.stdout, f"image {image} already contains docker.io"
 
 
 def test_docker_service_running_and_enabled(node: Node) -> None:
@@ -146,9 +156,15 @@ def test_kernel_cmdline(node: Node) -> None:
             assert words.count(flag) == 1, f"{path}: {flag} appears {words.count(flag)} times"
         assert [w for w in words if w not in CGROUP_FLAGS] == original.split(), f"{path}: {content!r}"
     else:
-        paths = [node.vars["docker_engine_cmdline_path"]] if "docker_engine_cmdline_path" in node.vars else []
-        for path in paths or PI_CMDLINE_CANDIDATES:
-            assert not node.host.file(path).exists, f"{node.name} is no Pi but has {path}"
+        # prepare.yml gave every other node a boot command line at each place
+        # the role would look for one on a Pi; the role must leave it alone.
+        decoy = node.vars.get("harness_non_pi_cmdline")
+        assert decoy, f"{node.name}: the scenario needs harness_non_pi_cmdline (config.yml)"
+        for path in PI_CMDLINE_CANDIDATES:
+            cmdline = node.host.file(path)
+            assert cmdline.is_file, f"{node.name}: {path} is gone (prepare.yml writes it)"
+            content = cmdline.content_string
+            assert content == decoy + "\n", f"{node.name} is no Pi but its {path} was changed: {content!r}"
 
 
 # --- Join tokens stay secret ---------------------------------------------------

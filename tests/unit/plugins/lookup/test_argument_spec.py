@@ -1,6 +1,9 @@
-import yaml
+import re
 import subprocess
+import sys
 from pathlib import Path
+
+import yaml
 
 import pytest
 from ansible.errors import AnsibleLookupError
@@ -10,6 +13,8 @@ from ansible_collections.dask_swarm.gateway.plugins.lookup.argument_spec import 
 )
 
 ROOT = Path(__file__).resolve().parents[4]
+# The ansible of the environment that runs the tests (not a fixed .venv path).
+BIN = Path(sys.executable).parent
 
 
 def test_reads_the_main_entry_point_of_a_role():
@@ -23,20 +28,26 @@ def test_reads_another_entry_point():
 
 
 def test_unknown_role_names_the_known_ones():
-    with pytest.raises(AnsibleLookupError, match=r"no role 'gateway_x'.*docker_engine.*swarm_labels"):
+    with pytest.raises(AnsibleLookupError) as info:
         read_argument_spec("gateway_x")
+    assert str(info.value) == (
+        "dask_swarm.gateway has no role 'gateway_x' with an argument spec; known roles: "
+        "dask_image, docker_engine, gateway, swarm_labels, swarm_manager, swarm_worker"
+    )
 
 
 def test_unknown_entry_point_names_the_existing_ones():
-    with pytest.raises(AnsibleLookupError, match=r"no entry point 'nope'.*inventory, main"):
+    with pytest.raises(AnsibleLookupError) as info:
         read_argument_spec("swarm_manager", "nope")
+    spec = ROOT / "roles" / "swarm_manager" / "meta" / "argument_specs.yml"
+    assert str(info.value) == f"role 'swarm_manager' has no entry point 'nope' in {spec} (it has: inventory, main)"
 
 
 def test_lookup_through_ansible_returns_the_spec_of_each_role():
     """Through Ansible's own plugin loader, as the preflight play calls it."""
     expr = "{{ query('dask_swarm.gateway.argument_spec', 'swarm_worker', 'swarm_labels') | map('list') }}"
     out = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ansible"), "localhost", "-m", "ansible.builtin.debug", "-a", f"msg={expr}"],
+        [str(BIN / "ansible"), "localhost", "-m", "ansible.builtin.debug", "-a", f"msg={expr}"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
     # The ad-hoc callback prints "localhost | SUCCESS => " and the result.
@@ -48,5 +59,12 @@ def test_lookup_through_ansible_returns_the_spec_of_each_role():
 def test_broken_spec_file_is_reported(tmp_path):
     (tmp_path / "broken" / "meta").mkdir(parents=True)
     (tmp_path / "broken" / "meta" / "argument_specs.yml").write_text("argument_specs: [unclosed\n")
-    with pytest.raises(AnsibleLookupError, match="cannot parse"):
+    spec = tmp_path / "broken" / "meta" / "argument_specs.yml"
+    with pytest.raises(AnsibleLookupError) as info:
         read_argument_spec("broken", roles_dir=tmp_path)
+    # The file, then YAML's own account of where it broke.
+    assert re.fullmatch(
+        re.escape(f"cannot parse {spec}: while parsing a flow sequence\n") + r".*expected ',' or '\]', but got '<stream end>'.*",
+        str(info.value),
+        flags=re.DOTALL,
+    ), str(info.value)
