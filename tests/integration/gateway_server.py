@@ -6,7 +6,6 @@ generated password, on a free port, in a working directory of the test's.
 
 import json
 import secrets
-import subprocess
 import sys
 import urllib.request
 from base64 import b64encode
@@ -16,7 +15,7 @@ import pytest
 
 # The backend's own local-gateway helpers (backend/tests/local).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "backend" / "tests" / "local"))
-from localgateway import free_port, stop_process_group, wait_until_healthy  # noqa: E402
+from localgateway import free_port, launch_server, stop_process_group, wait_until_healthy  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SERVER = BIN / "dask-gateway-server"
@@ -109,17 +108,8 @@ def start_server(workdir, tls=False):
         import ssl
 
         context = ssl.create_default_context(cafile=str(cert_file))
-    config = workdir / "dask_gateway_config.py"
-    config.write_text(text, encoding="utf-8")
     log = workdir / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(SERVER), "-f", str(config)],
-            cwd=str(workdir),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = launch_server(workdir, text, log)
     address = "%s://127.0.0.1:%d" % ("https" if tls else "http", port)
     srv = Server(address, password, log)
     srv.ca_file = str(workdir / "tls.crt") if tls else None

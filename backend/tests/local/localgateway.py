@@ -108,12 +108,21 @@ def start_server(workdir, port=None, users=tuple(PASSWORDS), extra="", wait=True
         clusters=str(workdir / "clusters"),
         dask=str(DASK),
     )
-    config = workdir / "dask_gateway_config.py"
-    config.write_text(text + extra, encoding="utf-8")
-    log = workdir / f"server-{int(time.time() * 1000)}.log"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(HERE)]))
+    log = workdir / f"server-{int(time.time() * 1000)}.log"
+    proc = launch_server(workdir, text + extra, log, env)
+    server = Server(workdir, port, proc, log)
+    if wait:
+        wait_healthy(server)
+    return server
+
+
+def launch_server(workdir, config_text, log, env=None):
+    """Start dask-gateway-server with ``config_text`` in ``workdir``, in a session of its own."""
+    config = workdir / "dask_gateway_config.py"
+    config.write_text(config_text, encoding="utf-8")
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [str(SERVER), "-f", str(config)],
             cwd=str(workdir),
             stdout=out,
@@ -121,10 +130,6 @@ def start_server(workdir, port=None, users=tuple(PASSWORDS), extra="", wait=True
             env=env,
             start_new_session=True,
         )
-    server = Server(workdir, port, proc, log)
-    if wait:
-        wait_healthy(server)
-    return server
 
 
 def wait_until_healthy(address, proc, timeout=30, context=None):
