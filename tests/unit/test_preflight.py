@@ -1,0 +1,82 @@
+"""The preflight play refuses bad input before anything changes.
+
+Each case runs the real playbooks/preflight.yml with ansible-playbook against
+an inventory of its own whose hosts use the local connection: the checks are
+controller-side (assert, validate_argument_spec), so nothing is installed or
+joined, and a refusal must name the variable and what was expected.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+
+def inventory(managers=("m1",), workers=("w1",), **gateway_vars):
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    return {
+        "all": {
+            "vars": gateway_vars,
+            "children": {
+                "swarm_managers": {"hosts": {h: local for h in managers}},
+                "swarm_workers": {"hosts": {h: local for h in workers}},
+            },
+        }
+    }
+
+
+def preflight(tmp_path, inv):
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inv), encoding="utf-8")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(path), str(ROOT / "playbooks" / "preflight.yml")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+    return proc.returncode, " ".join((proc.stdout + proc.stderr).split())
+
+
+def test_a_valid_inventory_passes(tmp_path):
+    rc, out = preflight(tmp_path, inventory(gateway_auth="users", gateway_users=["alice", "bob"], gateway_admins=["alice"]))
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize(
+    "inv, expected",
+    [
+        (inventory(managers=("m1", "m2")),
+         "The inventory group swarm_managers must hold an odd number of hosts (1, 3, 5 ...) so that the managers "
+         "keep a Raft quorum, and no host may also be in swarm_workers. It holds 2 (m1, m2); in both groups: none."),
+        (inventory(managers=("m1",), workers=("m1", "w1")),
+         "It holds 1 (m1); in both groups: m1."),
+        (inventory(gateway_port="eighty"),
+         "Validation of arguments failed: argument 'gateway_port' is of type str and we were unable to convert to int"),
+        (inventory(gateway_tls="yes"),
+         "value of gateway_tls must be one of: none, provided, self_signed, got: yes"),
+        (inventory(gateway_auth="users"),
+         "gateway_auth: users needs gateway_users, a list of distinct user names"),
+        (inventory(gateway_auth="users", gateway_users=["alice"], gateway_admins=["mallory"]),
+         'gateway_users: ["alice"]; gateway_admins: ["mallory"]'),
+        (inventory(gateway_auth="users", gateway_users=["al ice"]),
+         'gateway_users: ["al ice"]'),
+        (inventory(gateway_users=["alice"], gateway_password_rotate_users=["bob"]),
+         'gateway_password_rotate_users: ["bob"]'),
+        (inventory(gateway_user_limits={"bob": {"max_wrkers": 2}}),
+         "gateway_user_limits maps a user name to any of max_clusters, max_workers and max_cores, each a number "
+         '(0: no limit), e.g. {bob: {max_workers: 16}}; it is {"bob": {"max_wrkers": 2}}.'),
+    ],
+    ids=["even-managers", "host-in-both-groups", "wrong-type", "bad-choice", "users-without-users",
+         "admin-not-a-user", "bad-user-name", "rotate-unknown-user", "bad-limit-key"],
+)
+def test_bad_input_is_refused_with_the_variable_named(tmp_path, inv, expected):
+    rc, out = preflight(tmp_path, inv)
+    assert rc != 0, out
+    assert expected in out, out
+    # Refused in preflight: no later play (and no change) was reached.
+    assert "Install Docker Engine" not in out and "changed=1" not in out
