@@ -97,9 +97,7 @@ print_connect() {
   url="$(scheme)://127.0.0.1:$PORT"
   pwfile="$(gateway_var gateway_password_file)"
   if [ "$(gateway_var gateway_tls)" = self_signed ]; then
-    # The role's default for gateway_ca_file, unless the inventory sets it.
     ca="$(gateway_var gateway_ca_file)"
-    case "$ca" in *"{{"*) ca="${pwfile%.password}-ca.crt" ;; esac
     ca_line="  CA:        $ca (the gateway's certificate authority)"$'\n'
     trust="import os
 
