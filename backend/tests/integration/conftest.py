@@ -46,7 +46,9 @@ def image(docker_client):
 @pytest.fixture(scope="module")
 def gateway(swarm, image, request):
     failed_before = request.session.testsfailed
-    deployment = harness.GatewayDeployment(swarm, image, **GATEWAY_SETTINGS)
+    # A test module may run its own gateway, with the settings it tests.
+    settings = getattr(request.module, "GATEWAY_SETTINGS", GATEWAY_SETTINGS)
+    deployment = harness.GatewayDeployment(swarm, image, **settings)
     try:
         deployment.deploy()
         yield deployment
