@@ -6,6 +6,14 @@
 # A run fails when a stage fails, when a stage passes its time limit, when
 # anything its stages made is still there after the clean-up, and when it
 # is interrupted (SIGINT/SIGTERM: clean-up, then exit 130/143).
+#
+# RUN_TESTS_STAGES_FILE=<bash file> is for this script's own tests
+# (tests/integration/harness): the file is sourced after the defaults below
+# and may redefine ALL_STAGES, LIMIT, the stage_<name> functions (they are
+# exported; helpers they call are not), OUTPUT and cleanup (so that it
+# removes only the file's own kinds), and set LEFTOVER_FILTERS (docker
+# --filter values, e.g. label=k=v, whose objects must be gone at the end)
+# and LEFTOVER_WAIT (seconds to wait for them). Unset, nothing changes.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +24,6 @@ export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 OUTPUT="$ROOT/tests/output"
 
 ALL_STAGES=(setup lint sanity unit modules client backend molecule-default molecule-ha quickstart)
-STAGES=("${@:-${ALL_STAGES[@]}}")
 
 # Seconds each stage may take; far above its usual time on 2 cores (README),
 # so only a hang reaches them. Together they stay inside CI's 90 minutes.
@@ -29,19 +36,19 @@ stage_setup() { scripts/host-setup.sh; }
 stage_lint() { yamllint -s . && ansible-lint && antsibull-changelog lint; }
 stage_sanity() { scripts/sanity.sh; }
 stage_unit() { pytest -q tests/unit; }
-stage_modules() { pytest -q tests/integration/modules; }
+stage_modules() { pytest -q tests/integration/modules tests/integration/harness; }
 stage_client() { pytest -q tests/integration/client; }
 stage_backend() { pytest -q backend/tests; }
 stage_molecule-default() { molecule test -s default; }
 stage_molecule-ha() { molecule test -s ha; }
 stage_quickstart() { pytest -q tests/system; }
-export -f "${ALL_STAGES[@]/#/stage_}"
 
 # Only the kinds of object this run's stages make are removed and checked:
 # a sandbox of yours (make demo), or Molecule nodes while `make unit` runs,
 # are left alone.
 SANDBOX_LABEL=dask_swarm.gateway.fleet=dask-swarm-sandbox
 declare -A OWNED=()
+LEFTOVER_FILTERS=() LEFTOVER_WAIT=30
 
 cleanup() {
   mkdir -p "$OUTPUT"
@@ -60,6 +67,7 @@ leftovers() {
   [ -n "${OWNED[molecule]:-}" ] && filters+=("label=dask_swarm.gateway.molecule")
   [ -n "${OWNED[sandbox]:-}" ] && filters+=("label=$SANDBOX_LABEL")
   [ -n "${OWNED[backend]:-}" ] && filters+=("label=dask-gateway-swarm.test-run")
+  filters+=("${LEFTOVER_FILTERS[@]}")
   for filter in "${filters[@]}"; do
     for kind in container volume network service secret config; do
       case $kind in
@@ -70,12 +78,19 @@ leftovers() {
   done
 }
 
+if [ -n "${RUN_TESTS_STAGES_FILE:-}" ]; then
+  # shellcheck source=/dev/null
+  source "$RUN_TESTS_STAGES_FILE" || { echo "run-tests: cannot source $RUN_TESTS_STAGES_FILE" >&2; exit 2; }
+fi
+STAGES=("${@:-${ALL_STAGES[@]}}")
+export -f "${ALL_STAGES[@]/#/stage_}"
+
 finish() {
   local status=$? left=""
   trap - EXIT INT TERM
   cleanup
   # Removed services take a few seconds to lose their containers.
-  for _ in $(seq 30); do
+  for _ in $(seq "$LEFTOVER_WAIT"); do
     left="$(leftovers)"
     [ -z "$left" ] && break
     sleep 1

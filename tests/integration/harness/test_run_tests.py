@@ -1,0 +1,260 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""scripts/run-tests.sh itself: the promises of its header comment and README.
+
+Each test runs the real script as a subprocess with RUN_TESTS_STAGES_FILE
+naming a stage file of its own (STAGES below): tiny stages that pass, fail,
+hang or leave a Docker volume, with short time limits, in place of the
+project's. That file replaces ``cleanup`` with one that only records that it
+ran, so the self-test never runs extensions/molecule/resources/cleanup.sh,
+and none of its stage names is one that owns Molecule, backend or sandbox
+objects. Checked:
+
+* every stage prints "==> <stage>: PASS|FAIL in N s", and the run ends with
+  "stages: N passed, N failed"; a failed stage does not stop later ones;
+* a stage past its limit is stopped and fails the run with a message;
+* SIGTERM / SIGINT stop the running stage (its processes are gone), clean
+  up, exit 143 / 130 and run no further stage;
+* a failed set-up reports the other stages NOT RUN and still prints the
+  summary;
+* a Docker volume carrying the run's label (a unique one per test) that is
+  still there at the end fails the run; one the stage removed does not.
+  Only ``docker volume create/ls/rm`` of that label are used.
+
+    .venv/bin/pytest -q tests/integration/harness
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = ROOT / "scripts" / "run-tests.sh"
+# The guard against a broken runner hanging pytest: far above what any case
+# needs (the slowest takes a few seconds), far below the hanging stage's 60 s.
+GUARD = 25
+LABEL_KEY = "dask_swarm.gateway.run-tests-selftest"
+
+STAGES = r"""
+# Stages for tests/integration/harness/test_run_tests.py, sourced by run-tests.sh.
+ALL_STAGES=(setup pass fail slow hang keep-volume drop-volume)
+LIMIT=([setup]=20 [pass]=20 [fail]=20 [slow]=2 [hang]=30 [keep-volume]=30 [drop-volume]=30)
+OUTPUT="$SELFTEST_DIR/output"
+# The real clean-up would remove Molecule nodes or a sandbox: never here.
+# The volumes are left for the leftover check; the test removes them.
+cleanup() { touch "$SELFTEST_DIR/cleanup-ran"; }
+if [ -n "${SELFTEST_LABEL:-}" ]; then
+  LEFTOVER_FILTERS=("label=$SELFTEST_LABEL") LEFTOVER_WAIT=1
+fi
+
+stage_setup() { touch "$SELFTEST_DIR/ran-setup"; [ -z "${SELFTEST_SETUP_FAILS:-}" ]; }
+stage_pass() { touch "$SELFTEST_DIR/ran-pass"; }
+stage_fail() { touch "$SELFTEST_DIR/ran-fail"; return 3; }
+# The stage records its own PID and its child's, which marks the start.
+stage_slow() {
+  echo "$BASHPID" >"$SELFTEST_DIR/slow.stage-pid"
+  sh -c 'echo $$ >"$1.child-pid" && touch "$1.started" && exec sleep 60' sh "$SELFTEST_DIR/slow"
+  touch "$SELFTEST_DIR/slow.finished"
+}
+stage_hang() {
+  echo "$BASHPID" >"$SELFTEST_DIR/hang.stage-pid"
+  sh -c 'echo $$ >"$1.child-pid" && touch "$1.started" && exec sleep 60' sh "$SELFTEST_DIR/hang"
+  touch "$SELFTEST_DIR/hang.finished"
+}
+stage_keep-volume() { docker volume create --label "$SELFTEST_LABEL" "$SELFTEST_VOLUME"; }
+stage_drop-volume() {
+  docker volume create --label "$SELFTEST_LABEL" "$SELFTEST_VOLUME" && docker volume rm "$SELFTEST_VOLUME"
+}
+"""
+
+
+def stage_names():
+    return re.search(r"^ALL_STAGES=\((.*)\)$", STAGES, re.M).group(1).split()
+
+
+def alive(pid):
+    """True while the process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def recorded_pids(work):
+    return [int(p.read_text()) for p in work.glob("*-pid") if p.read_text().strip()]
+
+
+@pytest.fixture
+def work(tmp_path):
+    yield tmp_path
+    # A broken runner may leave a stage's sleep behind: end those we started.
+    for pid in recorded_pids(tmp_path):
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def start(work, *stages, **env):
+    (work / "stages.sh").write_text(STAGES)
+    env = dict(
+        os.environ,
+        RUN_TESTS_STAGES_FILE=str(work / "stages.sh"),
+        SELFTEST_DIR=str(work),
+        **env,
+    )
+    # A session of its own, so that the guard can end everything it started.
+    return subprocess.Popen(
+        ["bash", str(SCRIPT), *stages],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(proc, timeout=GUARD):
+    """The runner's exit code and output; fails the test if it hangs."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"run-tests.sh still running after {timeout} s:\n{out}")
+    return proc.returncode, out
+
+
+def run(work, *stages, **env):
+    began = time.monotonic()
+    rc, out = finish(start(work, *stages, **env))
+    return rc, out, time.monotonic() - began
+
+
+def line(stage, result):
+    return re.compile(rf"^==> {re.escape(stage)}: {re.escape(result)} in \d+ s$", re.M)
+
+
+def test_stage_file_owns_no_real_kind():
+    # molecule-* owns Molecule nodes, backend the backend's objects,
+    # quickstart the sandbox: their clean-up and checks must never run here.
+    for name in stage_names():
+        assert not name.startswith("molecule") and name not in ("backend", "quickstart")
+
+
+def test_all_pass(work):
+    rc, out, _ = run(work, "setup", "pass")
+    assert rc == 0, out
+    assert line("setup", "PASS").search(out), out
+    assert line("pass", "PASS").search(out), out
+    assert "======== summary ========" in out
+    assert out.rstrip().endswith("stages: 2 passed, 0 failed"), out
+    assert (work / "cleanup-ran").exists()
+
+
+def test_failure_does_not_stop_later_stages(work):
+    rc, out, _ = run(work, "setup", "fail", "pass")
+    assert rc != 0, out
+    assert line("fail", "FAIL").search(out), out
+    assert (work / "ran-pass").exists(), out
+    assert line("pass", "PASS").search(out), out
+    assert out.rstrip().endswith("stages: 2 passed, 1 failed"), out
+    assert (work / "cleanup-ran").exists()
+
+
+def test_stage_past_its_limit_is_stopped(work):
+    rc, out, took = run(work, "slow", "pass")
+    assert rc != 0, out
+    assert took < 20, f"took {took:.0f} s for a limit of 2 s:\n{out}"
+    assert "run-tests: stage slow did not finish within its limit of 2 s" in out
+    assert line("slow", "FAIL").search(out), out
+    assert not (work / "slow.finished").exists()
+    assert line("pass", "PASS").search(out), out
+    assert out.rstrip().endswith("stages: 1 passed, 1 failed"), out
+    for pid in recorded_pids(work):
+        assert not alive(pid), f"stage process {pid} survived its limit"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"])
+def test_signal_stops_the_run(work, sig, code):
+    proc = start(work, "hang", "pass")
+    deadline = time.monotonic() + GUARD
+    while not (work / "hang.started").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            rc, out = finish(proc)
+            pytest.fail(f"the hang stage never started (rc {rc}):\n{out}")
+        time.sleep(0.05)
+    pids = recorded_pids(work)
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    proc.send_signal(sig)
+    rc, out = finish(proc)
+    assert rc == code, out
+    assert f"run-tests: interrupted by {sig.name}" in out
+    assert not (work / "ran-pass").exists(), f"a stage ran after {sig.name}:\n{out}"
+    assert not (work / "hang.finished").exists()
+    assert (work / "cleanup-ran").exists(), out
+    # Given a moment to be reaped, nothing of the stage may be left running.
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if alive(p)], f"stage processes survived {sig.name}"
+
+
+def test_failed_setup_runs_nothing_else(work):
+    rc, out, _ = run(work, "setup", "pass", "fail", SELFTEST_SETUP_FAILS="1")
+    assert rc != 0, out
+    assert line("setup", "FAIL").search(out), out
+    assert line("pass", "NOT RUN (set-up failed)").search(out), out
+    assert line("fail", "NOT RUN (set-up failed)").search(out), out
+    assert not (work / "ran-pass").exists() and not (work / "ran-fail").exists()
+    assert "======== summary ========" in out
+    assert out.rstrip().endswith("stages: 0 passed, 3 failed"), out
+
+
+def docker_volumes(label):
+    return subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", f"label={label}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
+
+
+@pytest.fixture
+def volume(work):
+    """A label and volume name of this test's only; its volumes go afterwards."""
+    # A real engine, never a skip: this stage runs after set-up started it.
+    assert shutil.which("docker"), "no docker CLI: run the set-up stage first"
+    version = subprocess.run(["docker", "version"], capture_output=True, text=True, timeout=30)
+    assert version.returncode == 0, f"no Docker engine to leave a volume in: {version.stderr}"
+    label = f"{LABEL_KEY}={uuid.uuid4().hex}"
+    name = f"run-tests-selftest-{uuid.uuid4().hex[:12]}"
+    try:
+        yield {"SELFTEST_LABEL": label, "SELFTEST_VOLUME": name}
+    finally:
+        for left in docker_volumes(label):
+            subprocess.run(["docker", "volume", "rm", left], capture_output=True, timeout=30)
+
+
+def test_leftover_fails_the_run(work, volume):
+    rc, out, _ = run(work, "keep-volume", **volume)
+    assert line("keep-volume", "PASS").search(out), out
+    assert rc != 0, out
+    assert "run-tests: the tests left these behind" in out
+    assert re.search(rf"^volume {volume['SELFTEST_VOLUME']}$", out, re.M), out
+    assert docker_volumes(volume["SELFTEST_LABEL"]) == [volume["SELFTEST_VOLUME"]]
+
+
+def test_removed_object_passes(work, volume):
+    rc, out, _ = run(work, "drop-volume", **volume)
+    assert rc == 0, out
+    assert "left these behind" not in out
+    assert out.rstrip().endswith("stages: 1 passed, 0 failed"), out
+    assert docker_volumes(volume["SELFTEST_LABEL"]) == []
