@@ -70,9 +70,12 @@ def test_a_valid_inventory_passes(tmp_path):
         (inventory(gateway_user_limits={"bob": {"max_wrkers": 2}}),
          "gateway_user_limits maps a user name to any of max_clusters, max_workers and max_cores, each a number "
          '(0: no limit), e.g. {bob: {max_workers: 16}}; it is {"bob": {"max_wrkers": 2}}.'),
+        (inventory(gateway_tls="provided", gateway_tls_cert_path="/nonexistent/tls.crt", gateway_tls_key_path="/etc/hostname"),
+         "gateway_tls_cert_path is /nonexistent/tls.crt, which is not a file on the controller."),
     ],
     ids=["even-managers", "host-in-both-groups", "wrong-type", "bad-choice", "users-without-users",
-         "admin-not-a-user", "bad-user-name", "rotate-unknown-user", "bad-limit-key"],
+         "admin-not-a-user", "bad-user-name", "rotate-unknown-user", "bad-limit-key",
+         "provided-cert-missing"],
 )
 def test_bad_input_is_refused_with_the_variable_named(tmp_path, inv, expected):
     rc, out = preflight(tmp_path, inv)
