@@ -12,8 +12,10 @@ labels.
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -110,3 +112,17 @@ def test_no_secret_in_the_gateway_service(gateway_vars, fleet_secrets: dict[str,
     assert mount in spec, f"the gateway service does not mount the {mount} secret"
     shown = [what for what, value in fleet_secrets.items() if value in spec]
     assert not shown, f"docker service inspect shows: {shown}"
+
+
+@pytest.mark.fleet_var("gateway_tls", "provided")
+def test_the_gateway_serves_the_provided_certificate(gateway_vars, fleet: Fleet) -> None:
+    """gateway_tls: provided serves the user's certificate, and makes no CA of its own."""
+    manager = fleet.first_manager
+    cert_path = manager.host.ansible("ansible.builtin.debug", "var=gateway_tls_cert_path", check=False)["gateway_tls_cert_path"]
+    url = urlsplit(gateway_vars["gateway_public_url"])
+    served = ssl.get_server_certificate((url.hostname, url.port), timeout=10)
+    assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(Path(cert_path).read_text(encoding="utf-8"))
+    tls_dir = f"{gateway_vars['gateway_state_dir']}/tls"
+    assert not manager.host.file(f"{tls_dir}/ca.key").exists, "the role made a CA of its own"
+    key = manager.host.file(f"{tls_dir}/tls.key")
+    assert (key.user, key.mode) == ("root", 0o600)
