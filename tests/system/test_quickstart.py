@@ -261,7 +261,7 @@ def test_changed_config_rolls_the_gateway_and_keeps_running_clusters(installed: 
     cluster running meanwhile is still there and computes afterwards."""
     helpers, dask_gateway = client
     call, close_cluster, close_gateway = helpers.call, helpers.close_cluster, helpers.close_gateway
-    open_client, wait_for = helpers.open_client, helpers.wait_for
+    connect_and_compute, wait_for = helpers.connect_and_compute, helpers.wait_for
     password = password_file.read_text(encoding="utf-8").strip()
     before = gateway_configs()
     gateway = dask_gateway.Gateway("https://127.0.0.1:8000", auth=dask_gateway.BasicAuth("rollout-test", password))
@@ -275,14 +275,7 @@ def test_changed_config_rolls_the_gateway_and_keeps_running_clusters(installed: 
         assert gateway_configs() != before, "the gateway service still mounts the old configuration"
         assert password not in rerun.stdout
 
-        cluster = call(gateway.connect, name, timeout=120)
-        try:
-            call(cluster.scale, 1)
-            with open_client(cluster) as dask_client:
-                call(dask_client.wait_for_workers, 1, timeout=180)
-                assert call(dask_client.submit(sum, range(10)).result) == 45
-        finally:
-            close_cluster(cluster, shutdown=True)
+        connect_and_compute(gateway, name)
         wait_for(lambda: name not in [c.name for c in call(gateway.list_clusters)], 60, message=f"{name} to stop")
     finally:
         close_gateway(gateway)

@@ -107,3 +107,15 @@ def http_status(url, auth=None):
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def connect_and_compute(gateway, name, timeout=120):
+    """Connect to running cluster ``name``, compute on one worker, shut it down."""
+    cluster = call(gateway.connect, name, timeout=timeout)
+    try:
+        call(cluster.scale, 1)
+        with open_client(cluster) as client:
+            call(client.wait_for_workers, 1, timeout=180)
+            assert call(client.submit(sum, range(10)).result) == 45
+    finally:
+        close_cluster(cluster, shutdown=True)

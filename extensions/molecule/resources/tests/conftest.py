@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +25,8 @@ import testinfra
 import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-ROLES = Path(__file__).resolve().parents[4] / "roles"
+REPO = Path(__file__).resolve().parents[4]
+ROLES = REPO / "roles"
 MANAGERS = "swarm_managers"
 WORKERS = "swarm_workers"
 DEFAULT_ARCH_LABEL = "dask_swarm.arch"
@@ -39,6 +42,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """Trust the gateway's CA the way a user does, before any test module
     imports dask_gateway: aiohttp reads SSL_CERT_FILE at that import."""
     config.addinivalue_line("markers", "auth(mode): runs only on a fleet whose gateway_auth is mode")
+    config.addinivalue_line(
+        "markers", "fleet_var(name, value): runs only on a fleet whose first manager sets name (to value)"
+    )
+    config.addinivalue_line("markers", "changes_deployment: reruns a play; runs after every other test")
     ephemeral = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "")
     ca_file = Path(ephemeral, "gateway-ca.crt")
     if ephemeral and ca_file.is_file():
@@ -52,16 +59,33 @@ def gateway_auth(config: pytest.Config) -> str:
     return str(runner.get_variables(first).get("gateway_auth", "simple"))
 
 
+def _first_manager_vars(config: pytest.Config) -> dict[str, Any]:
+    runner = _runner(config)
+    return runner.get_variables(runner.inventory[MANAGERS]["hosts"][0])
+
+
+def _applies(item: pytest.Item, mode: str, first: dict[str, Any]) -> bool:
+    auth = item.get_closest_marker("auth")
+    if auth and auth.args[0] != mode:
+        return False
+    for marker in item.iter_markers("fleet_var"):
+        name, *value = marker.args
+        if not (first.get(name) == value[0] if value else first.get(name)):
+            return False
+    return True
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of another authentication mode are deselected (reported as such), never skipped."""
-    mode = gateway_auth(config)
+    """Tests for a fleet of another shape are deselected (reported as such),
+    never skipped; tests that change the deployment go last."""
+    mode, first = gateway_auth(config), _first_manager_vars(config)
     keep, drop = [], []
     for item in items:
-        marker = item.get_closest_marker("auth")
-        (drop if marker and marker.args[0] != mode else keep).append(item)
+        (keep if _applies(item, mode, first) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    keep.sort(key=lambda item: item.get_closest_marker("changes_deployment") is not None)
+    items[:] = keep
 
 
 def _runner(config: pytest.Config) -> AnsibleRunner:
@@ -304,3 +328,23 @@ def fleet_secrets(password: str, user_password_files: dict[str, Path], gateway_v
             # A line of the key's body: the PEM header alone is no secret.
             found[key] = sorted(pem.splitlines()[1:-1], key=len)[-1]
     return found
+
+
+# Reruns of a play, as an admin would, by tests that change the deployment.
+
+
+def playbook(pytestconfig, *extra: str, name: str = "gateway.yml", succeed: bool = True) -> subprocess.CompletedProcess:
+    """Rerun a play of playbooks/ (the gateway's) on this fleet with extra variables, as an admin would."""
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", pytestconfig.getoption("ansible_inventory"),
+         str(REPO / "playbooks" / name), "-v", *extra],
+        cwd=REPO, env=dict(os.environ, ANSIBLE_NOCOLOR="1"), capture_output=True, text=True, timeout=900,
+    )
+    assert (proc.returncode == 0) == succeed, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc
+
+
+def assert_no_secret_printed(run: subprocess.CompletedProcess, *secrets: str) -> None:
+    output = run.stdout + run.stderr
+    assert "PLAY RECAP" in output
+    assert not [s for s in secrets if s in output], "the rerun printed a secret"

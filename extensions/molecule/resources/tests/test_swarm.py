@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from conftest import Fleet, Node
+from conftest import Fleet, Node, playbook
 
 BOOT_MARKER = "/run/dask-swarm-harness.boot"
 CGROUP_FLAGS = ("cgroup_enable=memory", "cgroup_memory=1")
@@ -23,7 +23,19 @@ PI_CMDLINE_CANDIDATES = ("/boot/firmware/cmdline.txt", "/boot/cmdline.txt")
 
 
 def test_docker_package_installed(node: Node) -> None:
-    assert node.host.package("docker.io").is_installed
+    if node.vars.get("docker_engine_source", "distro") != "docker_ce":
+        assert node.host.package("docker.io").is_installed
+        return
+    for package in ("docker-ce", "docker-ce-cli", "containerd.io"):
+        assert node.host.package(package).is_installed, f"{package} is not installed"
+    url = node.vars["docker_engine_docker_ce_url"]
+    sources = node.host.file("/etc/apt/sources.list.d/docker.sources").content_string
+    # Docker's layout: <url>/<distro> <codename> stable, for this architecture.
+    assert f"URIs: {url}/debian" in sources and "Suites: bookworm" in sources, sources
+    assert "Components: stable" in sources and "Architectures: amd64" in sources, sources
+    policy = node.host.check_output("apt-cache policy docker-ce")
+    # apt prints file:///srv/x as file:/srv/x.
+    assert f"{url.split('://', 1)[-1]}/debian bookworm/stable amd64 Packages" in policy, policy
 
 
 def test_node_image_has_no_docker(node: Node, local) -> None:  # noqa: ANN001
@@ -63,6 +75,21 @@ def test_daemon_json(node: Node) -> None:
     # live-restore is incompatible with Swarm mode.
     assert not config.get("live-restore", False), "daemon.json enables live-restore"
     assert node.docker_info("{{json .LiveRestoreEnabled}}") == "false"
+
+
+def test_an_existing_engine_is_adopted_as_it_is(node: Node, ansible_log: str) -> None:
+    """An engine the role did not install keeps its admin's daemon.json; one it installed is marked."""
+    admin_config = node.vars.get("harness_preinstalled_daemon_json")
+    daemon_json = json.loads(node.host.file("/etc/docker/daemon.json").content_string)
+    marker = node.host.file("/etc/docker/.dask_swarm_gateway")
+    if admin_config is None:
+        assert marker.exists, "the role installed this engine but left no marker"
+        assert "labels" not in daemon_json
+        return
+    assert daemon_json == admin_config, "the role changed the daemon.json of an adopted engine"
+    assert not marker.exists, "the role marked an engine it did not install"
+    assert "lab.installed-by=admin" in node.docker_info("{{json .Labels}}")
+    assert f"is already running on {node.name} and was not installed by this role" in " ".join(ansible_log.split())
 
 
 # --- Swarm membership, as each node sees itself --------------------------------
@@ -197,3 +224,29 @@ def test_join_tokens_not_in_ansible_output(fleet: Fleet, ansible_log: str) -> No
 def test_join_tokens_look_real(fleet: Fleet, kind: str) -> None:
     """Guards the two token tests: they must search for real tokens."""
     assert re.fullmatch(r"SWMTKN-1-[0-9a-z]{50}-[0-9a-z]{25}", fleet.join_tokens[kind])
+
+
+@pytest.mark.changes_deployment
+def test_a_node_of_another_swarm_is_refused_and_left_alone(pytestconfig, fleet: Fleet) -> None:
+    """A worker that an admin put into a swarm of its own is refused by name, and nothing changes."""
+
+    worker = next(n for n in fleet.nodes.values() if not n.is_manager)
+    manager = fleet.first_manager
+    address = worker.host.check_output("docker info --format %s", "{{.Swarm.NodeAddr}}").strip()
+    worker.host.check_output("docker swarm leave --force")
+    worker.host.check_output("docker swarm init --advertise-addr %s", address)
+    own_id = worker.docker_info("{{.Swarm.NodeID}}")
+    nodes_before = manager.host.check_output("docker node ls -q")
+
+    run = playbook(pytestconfig, name="swarm.yml", succeed=False)
+    output = " ".join((run.stdout + run.stderr).split())
+    assert (
+        f"{worker.name} is not free to join the swarm of {manager.name}: its swarm state is active "
+        f"and its node ID {own_id} is not a node of that swarm. If it belongs to another swarm, run "
+        "`docker swarm leave` on it first."
+    ) in output, output[-3000:]
+    # Refused before any change: the node keeps its own swarm, the fleet its nodes.
+    assert worker.docker_info("{{.Swarm.NodeID}}") == own_id
+    assert worker.docker_info("{{.Swarm.ControlAvailable}}") == "true"
+    assert manager.host.check_output("docker node ls -q") == nodes_before
+

@@ -13,15 +13,13 @@ module, which is the last the verifier runs.
 from __future__ import annotations
 
 import gc
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from conftest import Fleet
+from conftest import Fleet, assert_no_secret_printed, playbook
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
@@ -153,23 +151,6 @@ def test_per_user_limits_refuse_with_the_numbers(gateways, users, fleet: Fleet) 
         for name in submitted:
             call(as_limited.stop_cluster, name)
     wait_for(lambda: not names(as_limited), 120, message=f"{limited}'s clusters to stop")
-
-
-def playbook(pytestconfig, *extra: str) -> subprocess.CompletedProcess:
-    """Rerun the gateway play on this fleet with extra variables, as an admin would."""
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", pytestconfig.getoption("ansible_inventory"),
-         str(ROOT / "playbooks" / "gateway.yml"), "-v", *extra],
-        cwd=ROOT, env=dict(os.environ, ANSIBLE_NOCOLOR="1"), capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    return proc
-
-
-def assert_no_secret_printed(run: subprocess.CompletedProcess, *secrets: str) -> None:
-    output = run.stdout + run.stderr
-    assert "PLAY RECAP" in output
-    assert not [s for s in secrets if s in output], "the rerun printed a secret"
 
 
 def test_rotating_one_user_changes_only_that_password(pytestconfig, gateway_vars, user_password_files, users, fleet_secrets) -> None:

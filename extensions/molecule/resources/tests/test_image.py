@@ -1,0 +1,37 @@
+"""How the Dask image reached the nodes.
+
+dask_image_source: archive (the default scenario): every node runs the image
+of the tarball on the controller, the very one (same image ID), loaded from
+it rather than built again. The archive's copies on the nodes are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pytest
+
+from conftest import Node
+
+NODE_CACHE = "/var/cache/dask_swarm_gateway"
+
+
+@pytest.fixture(scope="module")
+def archive(fleet) -> dict:
+    path = fleet.first_manager.host.ansible("ansible.builtin.debug", "var=dask_image_archive_path", check=False)[
+        "dask_image_archive_path"
+    ]
+    with tarfile.open(path) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))[0]
+    config = manifest["Config"]
+    # docker save names the config blobs/sha256/<hex> (OCI layout) or <hex>.json.
+    image_id = "sha256:" + config.split("/")[-1].removesuffix(".json")
+    return {"ref": manifest["RepoTags"][0], "id": image_id}
+
+
+@pytest.mark.fleet_var("dask_image_source", "archive")
+def test_every_node_has_the_archives_image(node: Node, archive: dict) -> None:
+    image_id = node.host.check_output("docker image inspect --format %s %s", "{{.Id}}", archive["ref"]).strip()
+    assert image_id == archive["id"], f"{node.name} has {archive['ref']} as {image_id}, the archive holds {archive['id']}"
+    assert not node.host.file(f"{NODE_CACHE}/image.tar").exists, "the copied archive was left on the node"
