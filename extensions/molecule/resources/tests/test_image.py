@@ -3,6 +3,9 @@
 dask_image_source: archive (the default scenario): every node runs the image
 of the tarball on the controller, the very one (same image ID), loaded from
 it rather than built again. The archive's copies on the nodes are removed.
+
+dask_image_source: pull (the ha scenario): every node pulled the same image,
+by the same registry digest, and the gateway runs that reference.
 """
 
 from __future__ import annotations
@@ -35,3 +38,22 @@ def test_every_node_has_the_archives_image(node: Node, archive: dict) -> None:
     image_id = node.host.check_output("docker image inspect --format %s %s", "{{.Id}}", archive["ref"]).strip()
     assert image_id == archive["id"], f"{node.name} has {archive['ref']} as {image_id}, the archive holds {archive['id']}"
     assert not node.host.file(f"{NODE_CACHE}/image.tar").exists, "the copied archive was left on the node"
+
+
+@pytest.mark.fleet_var("dask_image_source", "pull")
+def test_every_node_pulled_the_same_image_from_the_registry(fleet) -> None:
+    ref = fleet.first_manager.vars["dask_image_pull_ref"]
+    repository = ref.rsplit(":", 1)[0]
+    digests = {}
+    for node in fleet.nodes.values():
+        out = node.host.check_output("docker image inspect --format %s %s", "{{json .RepoDigests}}", ref)
+        digests[node.name] = [d for d in json.loads(out) if d.startswith(repository + "@sha256:")]
+    assert all(len(d) == 1 for d in digests.values()), f"not pulled from {repository}: {digests}"
+    assert len({d[0] for d in digests.values()}) == 1, f"the nodes hold different images: {digests}"
+    manager = fleet.first_manager
+    stack = manager.vars.get("gateway_stack_name", "dask-gateway")
+    image = manager.host.check_output(
+        "docker service inspect --format %s %s", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", f"{stack}_gateway"
+    )
+    assert image.startswith(ref), f"the gateway runs {image}, not {ref}"
+
