@@ -52,16 +52,15 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["SSL_CERT_FILE"] = str(ca_file)
 
 
-def gateway_auth(config: pytest.Config) -> str:
-    """The first manager's gateway_auth, as the inventory sets it (the role's default: simple)."""
-    runner = _runner(config)
-    first = runner.inventory[MANAGERS]["hosts"][0]
-    return str(runner.get_variables(first).get("gateway_auth", "simple"))
-
-
 def _first_manager_vars(config: pytest.Config) -> dict[str, Any]:
+    """The first manager's variables, as the inventory sets them (untemplated)."""
     runner = _runner(config)
     return runner.get_variables(runner.inventory[MANAGERS]["hosts"][0])
+
+
+def gateway_auth(config: pytest.Config) -> str:
+    """The first manager's gateway_auth (the role's default: simple)."""
+    return str(_first_manager_vars(config).get("gateway_auth", "simple"))
 
 
 def _applies(item: pytest.Item, mode: str, first: dict[str, Any]) -> bool:
