@@ -47,7 +47,10 @@ def worker_nodes(fleet: Fleet) -> set[str]:
 
 def test_cluster_computes_on_every_worker_node(gateway_vars, login, worker_nodes, fleet: Fleet) -> None:
     assert worker_nodes, "the inventory labels no active node for Dask workers"
-    workers = max(2, len(worker_nodes))
+    # Swarm places each single-task worker service on the node with the
+    # fewest tasks; a scheduler on a worker node tips one placement, so two
+    # workers per node reach every node, one per node would not.
+    workers = 2 * len(worker_nodes)
     manager = fleet.first_manager
     gateway = Gateway(gateway_vars["gateway_public_url"], auth=BasicAuth(*login))
     try:
