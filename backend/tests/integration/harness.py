@@ -346,6 +346,13 @@ class GatewayDeployment:
     def backend_filter(self):
         return {"label": f"{GATEWAY_LABEL}={self.gateway_id}"}
 
+    def cluster_filter(self, cluster_name, role=None):
+        """Docker filters for one cluster's objects (of one role: scheduler, worker)."""
+        labels = [f"{GATEWAY_LABEL}={self.gateway_id}", f"{LABEL_PREFIX}.cluster={cluster_name}"]
+        if role:
+            labels.append(f"{LABEL_PREFIX}.role={role}")
+        return {"label": labels}
+
     def remove_backend_objects(self, timeout=60):
         c = self.client
         for s in c.api.services(filters=self.backend_filter()):

@@ -31,12 +31,7 @@ GIB = 2**30
 
 def cluster_objects(client, gateway, cluster_name):
     """Services, secrets and containers of one cluster, by our labels."""
-    flt = {
-        "label": [
-            f"{harness.GATEWAY_LABEL}={gateway.gateway_id}",
-            f"{harness.LABEL_PREFIX}.cluster={cluster_name}",
-        ]
-    }
+    flt = gateway.cluster_filter(cluster_name)
     return {
         "services": [s["Spec"]["Name"] for s in client.api.services(filters=flt)],
         "secrets": [s.name for s in client.secrets.list(filters=flt)],

@@ -8,22 +8,13 @@ import time
 
 from clienthelpers import call, open_client, open_cluster, open_gateway, wait_for
 
-import harness
-
 IDLE_TIMEOUT = 10.0
 MAX_TOTAL_WORKERS = 2
 GATEWAY_SETTINGS = dict(idle_timeout=IDLE_TIMEOUT, max_total_workers=MAX_TOTAL_WORKERS)
 
 
 def worker_services(client, gateway, cluster_name):
-    flt = {
-        "label": [
-            f"{harness.GATEWAY_LABEL}={gateway.gateway_id}",
-            f"{harness.LABEL_PREFIX}.cluster={cluster_name}",
-            f"{harness.LABEL_PREFIX}.role=worker",
-        ]
-    }
-    return [s["Spec"]["Name"] for s in client.api.services(filters=flt)]
+    return [s["Spec"]["Name"] for s in client.api.services(filters=gateway.cluster_filter(cluster_name, "worker"))]
 
 
 def cluster_status(gw, name):
