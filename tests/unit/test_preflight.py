@@ -72,10 +72,12 @@ def test_a_valid_inventory_passes(tmp_path):
          '(0: no limit), e.g. {bob: {max_workers: 16}}; it is {"bob": {"max_wrkers": 2}}.'),
         (inventory(gateway_tls="provided", gateway_tls_cert_path="/nonexistent/tls.crt", gateway_tls_key_path="/etc/hostname"),
          "gateway_tls_cert_path is /nonexistent/tls.crt, which is not a file on the controller."),
+        (inventory(gateway_one_worker_per_node=True, gateway_one_worker_per_node_port=8000),
+         "gateway_one_worker_per_node_port must be a port (1-65535) other than gateway_port (8000); it is 8000."),
     ],
     ids=["even-managers", "host-in-both-groups", "wrong-type", "bad-choice", "users-without-users",
          "admin-not-a-user", "bad-user-name", "rotate-unknown-user", "bad-limit-key",
-         "provided-cert-missing"],
+         "provided-cert-missing", "worker-slot-port-is-gateway-port"],
 )
 def test_bad_input_is_refused_with_the_variable_named(tmp_path, inv, expected):
     rc, out = preflight(tmp_path, inv)

@@ -194,12 +194,13 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         config=True,
     )
 
-    one_worker_per_node = Unicode(
-        "",
+    one_worker_per_node_port = Integer(
+        0,
         help="""
-        Name of a Swarm generic resource each node advertises once (dockerd
-        ``--node-generic-resource <name>=1``). When set, every worker reserves
-        one unit, so Swarm places at most one Dask worker per node.
+        When non-zero, every worker publishes this port in host mode, which a
+        node can give to one task only, so Swarm places at most one Dask
+        worker per node (across all clusters). Nothing listens on it; pick a
+        port that is free on the worker nodes. 0: no such limit.
         """,
         config=True,
     )
@@ -398,7 +399,6 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
                 config.worker_cores_limit,
                 config.worker_memory,
                 config.worker_memory_limit,
-                node_slot_resource=self.one_worker_per_node or None,
             ),
             placement=specs.worker_placement(
                 self.worker_node_label,
@@ -409,6 +409,7 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
             secrets=self.secret_references(secrets),
             user=self.container_user,
             stop_grace_period=self.stop_grace_period,
+            node_slot_port=self.one_worker_per_node_port or None,
         )
 
     def secret_references(self, secrets):

@@ -152,24 +152,31 @@ def worker_placement(
     return {"constraints": constraints, "preferences": [("spread", "node.id")]}
 
 
-def resources(cores, cores_limit, memory, memory_limit, node_slot_resource=None):
-    """Swarm reservations (placement only where capacity exists) and limits.
-
-    ``node_slot_resource`` implements "at most one worker per node" with
-    Swarm's own scheduler: every node advertises one unit of that generic
-    resource (``dockerd --node-generic-resource <name>=1``), every worker
-    reserves it, so Swarm never places a second worker on a node, across all
-    clusters and users. (``max replicas per node`` only bounds the replicas of
-    one service, and each worker is its own service here.)
-    """
-    generic = {node_slot_resource: 1} if node_slot_resource else None
+def resources(cores, cores_limit, memory, memory_limit):
+    """Swarm reservations (placement only where capacity exists) and limits."""
     return Resources(
         cpu_reservation=int(cores * 1e9),
         cpu_limit=int(cores_limit * 1e9),
         mem_reservation=int(memory),
         mem_limit=int(memory_limit),
-        generic_resources=generic,
     )
+
+
+def endpoint(node_slot_port=None):
+    """The endpoint of a service: dnsrr (no IPVS), with no published port.
+
+    ``node_slot_port`` implements "at most one worker per node" with Swarm's
+    own scheduler: each worker publishes that port in host mode, and Swarm
+    never places two tasks holding one host-mode port on a node, across all
+    clusters and users ("host-mode port already in use" while pending).
+    Nothing in the container listens on it. ``max replicas per node`` would
+    bound only one service's replicas, and each worker is its own service; a
+    generic resource per node fails on Docker 20.10 with overlay networks
+    (moby/moby#44378).
+    """
+    if not node_slot_port:
+        return EndpointSpec(mode="dnsrr")
+    return EndpointSpec(mode="dnsrr", ports={node_slot_port: (node_slot_port, "tcp", "host")})
 
 
 def secret_references(secrets, uid, gid):
@@ -201,11 +208,12 @@ def service_spec(
     user,
     stop_grace_period,
     hostname=None,
+    node_slot_port=None,
 ):
     """Keyword arguments for ``docker.APIClient.create_service``.
 
     Every service: one replica, restart policy none (the gateway decides what
-    to restart), dnsrr endpoint mode (no IPVS), the cluster's secrets mounted
+    to restart), the endpoint of :func:`endpoint`, the cluster's secrets mounted
     read-only under /run/secrets, labels on the service and its containers.
     """
     # Swarm fills in the node a task runs on, so a worker can say where it is
@@ -234,5 +242,5 @@ def service_spec(
         "name": name,
         "labels": labels,
         "mode": ServiceMode("replicated", replicas=1),
-        "endpoint_spec": EndpointSpec(mode="dnsrr"),
+        "endpoint_spec": endpoint(node_slot_port),
     }

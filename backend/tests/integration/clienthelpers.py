@@ -96,12 +96,15 @@ def wait_for(predicate, timeout, interval=0.25, message="condition"):
         time.sleep(interval)
 
 
-def http_status(url, auth=None):
-    """HTTP status of a GET, with basic auth ``(user, password)`` if given."""
+def http_status(url, auth=None, hub_token=None):
+    """HTTP status of a GET, with basic auth ``(user, password)`` or a
+    JupyterHub API token (as the client's ``JupyterHubAuth`` sends it) if given."""
     req = urllib.request.Request(url)
     if auth:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
+    if hub_token:
+        req.add_header("Authorization", f"jupyterhub {hub_token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status

@@ -186,16 +186,19 @@ async def test_scheduler_placement_defaults_to_managers(backend):
     assert placement["Constraints"] == ["node.labels.dask.scheduler==true"]
 
 
-async def test_one_worker_per_node_reserves_node_slot(backend):
+async def test_one_worker_per_node_publishes_node_slot_port(backend):
     cluster, secrets = make_cluster(backend)
     worker = backend.db.create_worker(cluster)
-    res = backend.worker_service_spec(worker, secrets)["task_template"]["Resources"]
-    assert "GenericResources" not in res["Reservations"]
-    backend.one_worker_per_node = "dask-worker-slot"
-    res = backend.worker_service_spec(worker, secrets)["task_template"]["Resources"]
-    assert res["Reservations"]["GenericResources"] == [
-        {"DiscreteResourceSpec": {"Kind": "dask-worker-slot", "Value": 1}}
-    ]
+    endpoint = backend.worker_service_spec(worker, secrets)["endpoint_spec"]
+    assert endpoint == {"Mode": "dnsrr"}
+    backend.one_worker_per_node_port = 8789
+    endpoint = backend.worker_service_spec(worker, secrets)["endpoint_spec"]
+    assert endpoint == {
+        "Mode": "dnsrr",
+        "Ports": [{"PublishedPort": 8789, "TargetPort": 8789, "Protocol": "tcp", "PublishMode": "host"}],
+    }
+    # The scheduler never holds the slot: it would keep a worker off its node.
+    assert backend.scheduler_service_spec(cluster, secrets)["endpoint_spec"] == {"Mode": "dnsrr"}
 
 
 async def test_cluster_filters_scope_by_gateway(backend):

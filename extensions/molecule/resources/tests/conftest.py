@@ -223,6 +223,16 @@ def fleet(pytestconfig: pytest.Config) -> Fleet:
     return Fleet(_runner(pytestconfig), pytestconfig.getoption("ansible_inventory"))
 
 
+@pytest.fixture(scope="module")
+def worker_nodes(fleet: Fleet) -> set[str]:
+    """Node IDs of the nodes Dask workers may run on: labelled and active."""
+    return {
+        node.node_id
+        for node in fleet.nodes.values()
+        if node.expected_labels.get("dask.worker") == "true" and node.expected_availability == "active"
+    }
+
+
 @pytest.fixture
 def node(host, fleet: Fleet) -> Node:  # noqa: ANN001 - testinfra's host fixture
     """The fleet node behind testinfra's per-host ``host`` fixture."""

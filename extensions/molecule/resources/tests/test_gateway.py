@@ -28,21 +28,10 @@ sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
 from clienthelpers import call, close_gateway, http_status, open_client, open_cluster, wait_for  # noqa: E402
 from dask_gateway import BasicAuth, Gateway  # noqa: E402
 
-WORKER_LABEL = "dask.worker"
 CLUSTER_LABEL = "dask-gateway-swarm.cluster"
 NODE_ENV = "DASK_SWARM_NODE_ID"
 # Small enough that a worker fits on every node container of this machine.
 CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}
-
-
-@pytest.fixture(scope="module")
-def worker_nodes(fleet: Fleet) -> set[str]:
-    """Node IDs of the nodes Dask workers may run on: labelled and active."""
-    return {
-        node.node_id
-        for node in fleet.nodes.values()
-        if node.expected_labels.get(WORKER_LABEL) == "true" and node.expected_availability == "active"
-    }
 
 
 def test_cluster_computes_on_every_worker_node(gateway_vars, login, worker_nodes, fleet: Fleet) -> None:
