@@ -123,14 +123,22 @@ def uv(*args):
     return subprocess.run([exe, *args], check=True, capture_output=True, text=True, cwd=ROOT).stdout
 
 
-def compile_lock(lock, constraint_files, platform=None):
+def compile_lock(lock, constraint_files, directory, platform=None):
+    """Resolve one lock. Its current pins are uv's preferences (a copy as the
+    output file), so a new input moves only what it must."""
+    seed = Path(directory) / ("%s-%s.txt" % (lock.name, platform or "any"))
+    current = ROOT / lock.output
+    seed.write_text(split(current.read_text())[1] if current.exists() else "")
     args = ["pip", "compile", ROOT / lock.source, "--python-version", PYTHON_VERSION,
-            "--generate-hashes", "--no-header", "--quiet", *lock.options]
+            "--generate-hashes", "--no-header", "--quiet", "--output-file", seed, *lock.options]
     if platform:
         args += ["--python-platform", platform]
     for path in constraint_files:
         args += ["--constraint", path]
-    return uv(*args)
+    uv(*args)
+    # The constraint files live in a temporary directory: name them alone, so
+    # that a rerun writes the same lock.
+    return seed.read_text().replace(str(directory) + "/", "")
 
 
 def render(lock, body, digest, uv_version):
@@ -163,7 +171,7 @@ def regenerate():
         for lock in LOCKS:
             constraints = [constraints_file(BY_NAME[name], tmp) for name in lock.constraints]
             if lock.name == "image":
-                bodies = {p: compile_lock(lock, constraints, p) for p in IMAGE_PLATFORMS}
+                bodies = {p: compile_lock(lock, constraints, tmp, p) for p in IMAGE_PLATFORMS}
                 first, *others = bodies.values()
                 for platform, body in zip(IMAGE_PLATFORMS[1:], others):
                     a = {n: (p.version, sorted(p.hashes)) for n, p in parse(first).items()}
@@ -173,7 +181,7 @@ def regenerate():
                                  "would need a lock per architecture" % (IMAGE_PLATFORMS[0], platform))
                 body = first
             else:
-                body = compile_lock(lock, constraints)
+                body = compile_lock(lock, constraints, tmp)
             (ROOT / lock.output).write_text(render(lock, body, digest, uv_version))
             print("lock.py: wrote %s (%d packages)" % (lock.output, len(parse(body))))
     problems = check_locks()
