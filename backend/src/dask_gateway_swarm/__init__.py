@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "GatewayUser",
+    "JupyterHubAuthenticator",
     "SwarmBackend",
     "SwarmClusterConfig",
     "UserLimitsMixin",
@@ -18,6 +19,7 @@ __all__ = (
 # in every scheduler.
 _LAZY = {
     "GatewayUser": "auth",
+    "JupyterHubAuthenticator": "auth",
     "UsersAuthenticator": "auth",
     "UserLimitsMixin": "limits",
     "SwarmBackend": "backend",

@@ -1,4 +1,5 @@
-"""Accounts for the gateway: HTTP Basic auth against bcrypt hashes, and admins.
+"""Accounts for the gateway: HTTP Basic auth against bcrypt hashes, and admins;
+JupyterHub API tokens, with the hub's admins as the gateway's.
 
 Example gateway configuration::
 
@@ -22,12 +23,14 @@ import binascii
 import json
 
 import bcrypt
+from aiohttp import web
 from traitlets import Set, Unicode
 
+from dask_gateway_server import auth as upstream
 from dask_gateway_server.auth import Authenticator, unauthorized
 from dask_gateway_server.models import User
 
-__all__ = ("GatewayUser", "UsersAuthenticator", "load_users_file")
+__all__ = ("GatewayUser", "JupyterHubAuthenticator", "UsersAuthenticator", "load_users_file")
 
 # bcrypt ignores (bcrypt >= 5: refuses) bytes beyond 72; refuse them ourselves
 # so a long password never matches by its prefix.
@@ -159,3 +162,36 @@ class UsersAuthenticator(Authenticator):
             self.log.info("Failed login for user %r", name)
             raise unauthorized("Basic")
         return GatewayUser(name, admin=name in self.admin_users)
+
+
+class JupyterHubAuthenticator(upstream.JupyterHubAuthenticator):
+    """Upstream's JupyterHub token check, with two fixes for this gateway.
+
+    - A token the hub does not know is a failed login (401). JupyterHub 5 and
+      later answer 403 for it, where older hubs said 404, and upstream turns
+      403 into a 500 "Permission failure".
+    - The hub's admins are the gateway's: they act on every cluster
+      (:class:`GatewayUser`) and list every cluster (the backend's
+      ``admin_users``, kept as they log in). Upstream's ``admin`` flag is
+      not enough: the stock routes list clusters by user name only.
+
+    Configured as upstream's (``c.JupyterHubAuthenticator.*``).
+    """
+
+    async def setup(self, app):
+        await super().setup(app)
+        self.backend_admins = app.backend.admin_users
+
+    async def authenticate(self, request):
+        try:
+            user = await super().authenticate(request)
+        except web.HTTPInternalServerError as exc:
+            if exc.reason != "Permission failure verifying user's JupyterHub API token":
+                raise
+            self.log.info("JupyterHub refused a token (403)")
+            raise unauthorized("jupyterhub") from None
+        if user.admin:
+            self.backend_admins.add(user.name)
+        else:
+            self.backend_admins.discard(user.name)
+        return GatewayUser(user.name, groups=user.groups, admin=user.admin)
