@@ -7,13 +7,25 @@
 # anything its stages made is still there after the clean-up, and when it
 # is interrupted (SIGINT/SIGTERM: clean-up, then exit 130/143).
 #
+# Two runs may share one Docker engine (a CI runner): each has a run id,
+# DASK_SWARM_TEST_RUN (exported to the stages; one the caller set is kept),
+# that Molecule fleets carry in their names and in the label
+# dask_swarm.gateway.test-run, and the backend's objects in theirs and in
+# dask-gateway-swarm.test-run. The clean-up and the leftover check select by
+# this run's id only, so another run's fleet is left alone. Each Molecule
+# scenario gets a free loopback port for its gateway
+# (DASK_SWARM_TEST_PORT_DEFAULT, DASK_SWARM_TEST_PORT_HA; a caller's is
+# kept) and an ephemeral directory of this run's own. The quick start's
+# sandbox has one fixed name: a run refuses it while any sandbox exists.
+#
 # RUN_TESTS_STAGES_FILE=<bash file> is for this script's own tests
 # (tests/integration/harness): the file is sourced after the defaults below
 # and may redefine ALL_STAGES, LIMIT, the stage_<name> functions (they are
 # exported; helpers they call are not), OUTPUT and cleanup (so that it
-# removes only the file's own kinds), and set LEFTOVER_FILTERS (docker
-# --filter values, e.g. label=k=v, whose objects must be gone at the end)
-# and LEFTOVER_WAIT (seconds to wait for them). Unset, nothing changes.
+# removes only the file's own kinds; or it keeps the real one and sets
+# OWNED[molecule]=1, with a run id of its own), and set LEFTOVER_FILTERS
+# (docker --filter values, e.g. label=k=v, whose objects must be gone at the
+# end) and LEFTOVER_WAIT (seconds to wait for them). Unset, nothing changes.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +34,20 @@ export PATH="$ROOT/.venv/bin:$PATH"
 # Molecule and pytest need no terminal; keep their output readable in CI logs.
 export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 OUTPUT="$ROOT/tests/output"
+
+# Short, and only what container, service and DNS names allow: it becomes
+# part of them.
+if [ -z "${DASK_SWARM_TEST_RUN:-}" ]; then
+  DASK_SWARM_TEST_RUN="$(printf 'rt%x-%x' $(($(date +%s) % 1048576)) $$)"
+fi
+[[ "$DASK_SWARM_TEST_RUN" =~ ^[a-z0-9][a-z0-9-]{0,23}$ ]] || {
+  echo "run-tests: DASK_SWARM_TEST_RUN=$DASK_SWARM_TEST_RUN: need 1-24 of a-z, 0-9, '-'" >&2
+  exit 2
+}
+export DASK_SWARM_TEST_RUN
+# Molecule's own ephemeral directory is one per checkout name and scenario,
+# which two runs on one machine would share.
+export DASK_SWARM_MOLECULE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/dask_swarm_gateway/molecule/$DASK_SWARM_TEST_RUN"
 
 ALL_STAGES=(setup lint sanity unit modules client backend molecule-default molecule-ha quickstart)
 
@@ -36,24 +62,47 @@ stage_setup() { scripts/host-setup.sh; }
 stage_lint() { yamllint -s . && ansible-lint && antsibull-changelog lint; }
 stage_sanity() { scripts/sanity.sh; }
 stage_unit() { pytest -q tests/unit; }
-stage_modules() { pytest -q tests/integration/modules tests/integration/harness; }
+# The engine's own swarm cannot carry a run id: the stages that turn it on
+# and off take turns with other runs' (flock, held until the stage ends).
+HOST_SWARM_LOCK=/tmp/dask_swarm_gateway.host-swarm.lock
+export HOST_SWARM_LOCK
+stage_modules() { flock "$HOST_SWARM_LOCK" pytest -q tests/integration/modules tests/integration/harness; }
 stage_client() { pytest -q tests/integration/client; }
-stage_backend() { pytest -q backend/tests; }
-stage_molecule-default() { molecule test -s default; }
-stage_molecule-ha() { molecule test -s ha; }
+stage_backend() { flock "$HOST_SWARM_LOCK" pytest -q backend/tests; }
+stage_molecule-default() { molecule_scenario default DASK_SWARM_TEST_PORT_DEFAULT; }
+stage_molecule-ha() { molecule_scenario ha DASK_SWARM_TEST_PORT_HA; }
 stage_quickstart() { pytest -q tests/system; }
 
-# Only the kinds of object this run's stages make are removed and checked:
-# a sandbox of yours (make demo), or Molecule nodes while `make unit` runs,
-# are left alone.
+# molecule_scenario SCENARIO PORT_VAR: the gateway's port is picked just
+# before the scenario starts (unless the caller set PORT_VAR), so that
+# nothing else took it meanwhile; molecule.yml reads it from PORT_VAR.
+molecule_scenario() {
+  local scenario="$1" port_var="$2" port
+  port="${!port_var:-}"
+  if [ -z "$port" ]; then
+    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')" || return
+  fi
+  env "$port_var=$port" MOLECULE_EPHEMERAL_DIRECTORY="$DASK_SWARM_MOLECULE_DIR/$scenario" molecule test -s "$scenario"
+}
+
+# Only the kinds of object this run's stages make are removed and checked,
+# and of Molecule's and the backend's only this run's: a sandbox of yours
+# (make demo), Molecule nodes while `make unit` runs, or another run's, are
+# left alone.
 SANDBOX_LABEL=dask_swarm.gateway.fleet=dask-swarm-sandbox
+MOLECULE_RUN_LABEL="dask_swarm.gateway.test-run=$DASK_SWARM_TEST_RUN"
+BACKEND_RUN_LABEL="dask-gateway-swarm.test-run=$DASK_SWARM_TEST_RUN"
 declare -A OWNED=()
 LEFTOVER_FILTERS=() LEFTOVER_WAIT=30
 
 cleanup() {
   mkdir -p "$OUTPUT"
   {
-    if [ -n "${OWNED[molecule]:-}" ]; then extensions/molecule/resources/cleanup.sh; fi
+    # The ephemeral directories stay while a fleet does: `molecule destroy`
+    # by hand needs them.
+    if [ -n "${OWNED[molecule]:-}" ]; then
+      extensions/molecule/resources/cleanup.sh "$MOLECULE_RUN_LABEL" && rm -rf "$DASK_SWARM_MOLECULE_DIR"
+    fi
     if [ -n "${OWNED[sandbox]:-}" ]; then
       extensions/molecule/resources/cleanup.sh "$SANDBOX_LABEL" && rm -f inventories/sandbox/hosts.yml
     fi
@@ -64,9 +113,9 @@ cleanup() {
 leftovers() {
   local filter kind
   local -a filters=()
-  [ -n "${OWNED[molecule]:-}" ] && filters+=("label=dask_swarm.gateway.molecule")
+  [ -n "${OWNED[molecule]:-}" ] && filters+=("label=$MOLECULE_RUN_LABEL")
   [ -n "${OWNED[sandbox]:-}" ] && filters+=("label=$SANDBOX_LABEL")
-  [ -n "${OWNED[backend]:-}" ] && filters+=("label=dask-gateway-swarm.test-run")
+  [ -n "${OWNED[backend]:-}" ] && filters+=("label=$BACKEND_RUN_LABEL")
   filters+=("${LEFTOVER_FILTERS[@]}")
   for filter in "${filters[@]}"; do
     for kind in container volume network service secret config; do
@@ -83,7 +132,7 @@ if [ -n "${RUN_TESTS_STAGES_FILE:-}" ]; then
   source "$RUN_TESTS_STAGES_FILE" || { echo "run-tests: cannot source $RUN_TESTS_STAGES_FILE" >&2; exit 2; }
 fi
 STAGES=("${@:-${ALL_STAGES[@]}}")
-export -f "${ALL_STAGES[@]/#/stage_}"
+export -f "${ALL_STAGES[@]/#/stage_}" molecule_scenario
 
 finish() {
   local status=$? left=""

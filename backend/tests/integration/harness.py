@@ -1,10 +1,13 @@
 """Deploy a Dask Gateway as a Swarm service on the local engine.
 
 Used by the integration tests and by benchmarks/cluster_latency. Every object
-created here carries ``dask-gateway-swarm.test-run=<run id>``; every object the
-gateway's backend creates carries ``dask-gateway-swarm.gateway=<gateway id>``.
-Cleanup and "nothing left behind" checks select by these labels only, so other
-users of the same engine are never touched.
+created here carries ``dask-gateway-swarm.test-run=<run id>`` (the
+DASK_SWARM_TEST_RUN of scripts/run-tests.sh, else one per deployment) and
+``dask-gateway-swarm.test-deployment=<deployment id>``, which its names
+carry too; every object the gateway's backend creates carries
+``dask-gateway-swarm.gateway=<gateway id>``. Cleanup and "nothing left
+behind" checks select by these labels only, so other users of the same
+engine, and other test runs, are never touched.
 """
 
 import base64
@@ -33,6 +36,7 @@ REPO = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO / "image" / "build.sh"
 LABEL_PREFIX = "dask-gateway-swarm"
 RUN_LABEL = f"{LABEL_PREFIX}.test-run"
+DEPLOYMENT_LABEL = f"{LABEL_PREFIX}.test-deployment"
 GATEWAY_LABEL = f"{LABEL_PREFIX}.gateway"
 WORKER_NODE_LABEL = "dask.worker"
 
@@ -179,16 +183,20 @@ class GatewayDeployment:
     def __init__(self, client, image, run_id=None, port=None, **settings):
         self.client = client
         self.image = image
-        self.run_id = run_id or secrets.token_hex(4)
-        self.name = f"dgs-test-{self.run_id}"
-        self.gateway_id = f"test-{self.run_id}"
+        # One run (run-tests.sh) deploys several gateways: the run id is what
+        # its leftover check selects by, the deployment id keeps the
+        # gateways' names and backend objects apart.
+        self.run_id = run_id or os.environ.get("DASK_SWARM_TEST_RUN") or secrets.token_hex(4)
+        self.deployment_id = f"{self.run_id}-{secrets.token_hex(3)}"
+        self.name = f"dgs-test-{self.deployment_id}"
+        self.gateway_id = f"test-{self.deployment_id}"
         self.network = f"{self.name}-net"
         self.volume = f"{self.name}-db"
         self.port = port or free_port()
         self.address = f"http://127.0.0.1:{self.port}"
         self.password = secrets.token_urlsafe(16)
         self.settings = dict(DEFAULTS, **settings)
-        self.labels = {RUN_LABEL: self.run_id}
+        self.labels = {RUN_LABEL: self.run_id, DEPLOYMENT_LABEL: self.deployment_id}
         self.service = None
 
     # -- lifecycle -------------------------------------------------------
@@ -338,10 +346,14 @@ class GatewayDeployment:
         self.remove_backend_objects()
         self.wait_no_containers(self.labels, timeout)
         for kind in ("secrets", "configs"):
-            for obj in getattr(c, kind).list(filters={"label": f"{RUN_LABEL}={self.run_id}"}):
+            for obj in getattr(c, kind).list(filters=self.own_filter()):
                 obj.remove()
         _retry(lambda: _remove_if_present(c.volumes, self.volume), timeout)
         _retry(lambda: _remove_if_present(c.networks, self.network), timeout)
+
+    def own_filter(self):
+        """Docker filters for the objects this deployment made itself."""
+        return {"label": [f"{k}={v}" for k, v in self.labels.items()]}
 
     def backend_filter(self):
         return {"label": f"{GATEWAY_LABEL}={self.gateway_id}"}

@@ -7,6 +7,7 @@ they run in file order, the last one checks that nothing was left behind.
 
 import json
 import re
+import secrets
 import subprocess
 import time
 import warnings
@@ -276,8 +277,10 @@ def test_restart_keeps_cluster_and_sweeps_orphans(gateway, swarm):
         close_cluster(cluster, shutdown=False)
 
     # Orphans: a service and a secret of this gateway for a cluster that
-    # does not exist (as after a crash with an in-memory database).
-    orphan = "0" * 32
+    # does not exist (as after a crash with an in-memory database). Named
+    # like a cluster's, by a fresh name: Swarm names are engine-wide, and
+    # another test run's orphans may exist at the same moment.
+    orphan = secrets.token_hex(16)
     labels = {
         harness.GATEWAY_LABEL: gateway.gateway_id,
         f"{harness.LABEL_PREFIX}.cluster": orphan,

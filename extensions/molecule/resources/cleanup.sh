@@ -1,9 +1,13 @@
 #!/bin/sh
 # Remove every container, volume and network carrying a fleet label: the
-# safety net after an interrupted Molecule run (the Makefile's trap calls it).
+# safety net after an interrupted Molecule run (scripts/run-tests.sh calls it
+# at its end with its run's label).
 #
-#   cleanup.sh                                  everything any Molecule scenario made
-#   cleanup.sh dask_swarm.gateway.molecule=ha   one scenario
+#   cleanup.sh                                  everything any Molecule scenario made,
+#                                               by hand or by any test run
+#   cleanup.sh dask_swarm.gateway.molecule=ha   one scenario, of every run
+#   cleanup.sh dask_swarm.gateway.test-run=ID   what one run of run-tests.sh made
+#                                               (DASK_SWARM_TEST_RUN=ID)
 #   cleanup.sh dask_swarm.gateway.fleet=NAME    one fleet (e.g. the sandbox)
 #
 # The labels are defined in node.yml. The node image is kept (it is a cache,

@@ -5,9 +5,9 @@ Each test runs the real script as a subprocess with RUN_TESTS_STAGES_FILE
 naming a stage file of its own (STAGES below): tiny stages that pass, fail,
 hang or leave a Docker volume, with short time limits, in place of the
 project's. That file replaces ``cleanup`` with one that only records that it
-ran, so the self-test never runs extensions/molecule/resources/cleanup.sh,
-and none of its stage names is one that owns Molecule, backend or sandbox
-objects. Checked:
+ran, so the self-test never runs extensions/molecule/resources/cleanup.sh
+but for a run id of its own (below), and none of its stage names is one that
+owns Molecule, backend or sandbox objects. Checked:
 
 * every stage prints "==> <stage>: PASS|FAIL in N s", and the run ends with
   "stages: N passed, N failed"; a failed stage does not stop later ones;
@@ -18,7 +18,13 @@ objects. Checked:
   summary;
 * a Docker volume carrying the run's label (a unique one per test) that is
   still there at the end fails the run; one the stage removed does not.
-  Only ``docker volume create/ls/rm`` of that label are used.
+  Only ``docker volume create/ls/rm`` of that label are used;
+* the run id (DASK_SWARM_TEST_RUN) reaches the stages, a caller's is kept,
+  a malformed one is refused;
+* two runs on one engine: with the real clean-up of Molecule's kind
+  (SELFTEST_REAL_CLEANUP; it selects by the run's id, which the test makes
+  unique), the run removes its own labelled volume, while a volume labelled
+  with another run's id survives and is not reported as left behind.
 
     .venv/bin/pytest -q tests/integration/harness
 """
@@ -43,12 +49,18 @@ LABEL_KEY = "dask_swarm.gateway.run-tests-selftest"
 
 STAGES = r"""
 # Stages for tests/integration/harness/test_run_tests.py, sourced by run-tests.sh.
-ALL_STAGES=(setup pass fail slow hang keep-volume drop-volume)
-LIMIT=([setup]=20 [pass]=20 [fail]=20 [slow]=2 [hang]=30 [keep-volume]=30 [drop-volume]=30)
+ALL_STAGES=(setup pass fail slow hang keep-volume drop-volume show-run run-volume)
+LIMIT=([setup]=20 [pass]=20 [fail]=20 [slow]=2 [hang]=30 [keep-volume]=30 [drop-volume]=30 [show-run]=20
+       [run-volume]=30)
 OUTPUT="$SELFTEST_DIR/output"
-# The real clean-up would remove Molecule nodes or a sandbox: never here.
+# The real clean-up would remove Molecule nodes or a sandbox: never here,
+# except that of Molecule's kind for a run id that no real fleet has.
 # The volumes are left for the leftover check; the test removes them.
-cleanup() { touch "$SELFTEST_DIR/cleanup-ran"; }
+if [ -n "${SELFTEST_REAL_CLEANUP:-}" ]; then
+  OWNED[molecule]=1
+else
+  cleanup() { touch "$SELFTEST_DIR/cleanup-ran"; }
+fi
 if [ -n "${SELFTEST_LABEL:-}" ]; then
   LEFTOVER_FILTERS=("label=$SELFTEST_LABEL") LEFTOVER_WAIT=1
 fi
@@ -70,6 +82,12 @@ stage_hang() {
 stage_keep-volume() { docker volume create --label "$SELFTEST_LABEL" "$SELFTEST_VOLUME"; }
 stage_drop-volume() {
   docker volume create --label "$SELFTEST_LABEL" "$SELFTEST_VOLUME" && docker volume rm "$SELFTEST_VOLUME"
+}
+stage_show-run() { echo "$DASK_SWARM_TEST_RUN" >"$SELFTEST_DIR/run-id"; }
+# As a Molecule fleet of this run is labelled (extensions/molecule/resources/fleet.yml).
+stage_run-volume() {
+  mkdir -p "$DASK_SWARM_MOLECULE_DIR" && docker volume create --label dask_swarm.gateway.molecule=selftest \
+    --label "dask_swarm.gateway.test-run=$DASK_SWARM_TEST_RUN" "$SELFTEST_VOLUME"
 }
 """
 
@@ -100,14 +118,19 @@ def work(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
-def start(work, *stages, **env):
+def start(work, *stages, **extra):
     (work / "stages.sh").write_text(STAGES)
     env = dict(
         os.environ,
         RUN_TESTS_STAGES_FILE=str(work / "stages.sh"),
         SELFTEST_DIR=str(work),
-        **env,
+        # Where the runs keep their Molecule ephemeral directories.
+        XDG_CACHE_HOME=str(work / "cache"),
     )
+    # When run-tests.sh runs these tests, its run id must not reach the runs
+    # they start: a real clean-up would select that run's objects.
+    env.pop("DASK_SWARM_TEST_RUN", None)
+    env.update(extra)
     # A session of its own, so that the guard can end everything it started.
     return subprocess.Popen(
         ["bash", str(SCRIPT), *stages],
@@ -258,3 +281,64 @@ def test_removed_object_passes(work, volume):
     assert "left these behind" not in out
     assert out.rstrip().endswith("stages: 1 passed, 0 failed"), out
     assert docker_volumes(volume["SELFTEST_LABEL"]) == []
+
+
+RUN_LABEL_KEY = "dask_swarm.gateway.test-run"
+
+
+def test_the_run_id_reaches_the_stages(work):
+    rc, out, _ = run(work, "show-run")
+    assert rc == 0, out
+    first = (work / "run-id").read_text().strip()
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]{0,23}", first), first
+    rc, out, _ = run(work, "show-run")
+    assert rc == 0, out
+    assert (work / "run-id").read_text().strip() != first, "two runs got the same id"
+
+
+def test_a_callers_run_id_is_kept(work):
+    rc, out, _ = run(work, "show-run", DASK_SWARM_TEST_RUN="ci-4711")
+    assert rc == 0, out
+    assert (work / "run-id").read_text().strip() == "ci-4711"
+
+
+def test_a_malformed_run_id_is_refused(work):
+    rc, out, _ = run(work, "show-run", DASK_SWARM_TEST_RUN="CI run/1")
+    assert rc == 2, out
+    assert "DASK_SWARM_TEST_RUN=CI run/1: need 1-24 of a-z, 0-9, '-'" in out
+    assert not (work / "run-id").exists()
+
+
+@pytest.fixture
+def two_runs(work):
+    """Run ids of this test's only (no real fleet has them), and a volume of
+    the other run, made before this run starts, as a concurrent run's is."""
+    assert shutil.which("docker"), "no docker CLI: run the set-up stage first"
+    ours, other = (f"selftest-{uuid.uuid4().hex[:12]}" for _ in range(2))
+    other_volume = f"run-tests-selftest-{other}"
+    subprocess.run(
+        ["docker", "volume", "create", "--label", "dask_swarm.gateway.molecule=selftest",
+         "--label", f"{RUN_LABEL_KEY}={other}", other_volume],
+        capture_output=True, check=True, timeout=30,
+    )
+    try:
+        yield {"ours": ours, "other": other, "volume": f"run-tests-selftest-{ours}", "other_volume": other_volume}
+    finally:
+        for run_id in (ours, other):
+            for left in docker_volumes(f"{RUN_LABEL_KEY}={run_id}"):
+                subprocess.run(["docker", "volume", "rm", left], capture_output=True, timeout=30)
+
+
+def test_the_clean_up_leaves_another_runs_objects_alone(work, two_runs):
+    rc, out, _ = run(
+        work, "run-volume",
+        DASK_SWARM_TEST_RUN=two_runs["ours"], SELFTEST_REAL_CLEANUP="1", SELFTEST_VOLUME=two_runs["volume"],
+    )
+    assert rc == 0, out
+    assert line("run-volume", "PASS").search(out), out
+    assert "left these behind" not in out
+    # This run's own volume went with the clean-up, and its ephemeral directory.
+    assert docker_volumes(f"{RUN_LABEL_KEY}={two_runs['ours']}") == []
+    assert not (work / "cache" / "dask_swarm_gateway" / "molecule" / two_runs["ours"]).exists()
+    assert (work / "cache" / "dask_swarm_gateway" / "molecule").is_dir(), "the stage made no ephemeral directory"
+    assert docker_volumes(f"{RUN_LABEL_KEY}={two_runs['other']}") == [two_runs["other_volume"]]
