@@ -180,7 +180,8 @@ class JupyterHubAuthenticator(upstream.JupyterHubAuthenticator):
 
     async def setup(self, app):
         await super().setup(app)
-        self.backend_admins = app.backend.admin_users
+        # app is the private API's aiohttp application; the backend is one of its keys.
+        self.backend_admins = app["backend"].admin_users
 
     async def authenticate(self, request):
         try:

@@ -2,10 +2,12 @@
 
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiohttp.web_exceptions import NotAppKeyWarning
 from aiohttp.test_utils import make_mocked_request
 
 from dask_gateway_swarm.auth import GatewayUser, JupyterHubAuthenticator
@@ -30,11 +32,16 @@ async def authenticate(hub, token):
     authenticator = JupyterHubAuthenticator(
         jupyterhub_api_url=hub.api_url, jupyterhub_api_token=hub.gateway_token, jupyterhub_service_name=SERVICE
     )
-    # The backend's admin_users: what the gateway's routes list clusters by.
-    app = types.SimpleNamespace(backend=types.SimpleNamespace(admin_users=set()))
+    # The gateway passes its private API's aiohttp application, which holds
+    # the backend; its admin_users is what the routes list clusters by.
+    app = web.Application()
+    with warnings.catch_warnings():
+        # As the gateway does: plain string keys.
+        warnings.simplefilter("ignore", NotAppKeyWarning)
+        app["backend"] = types.SimpleNamespace(admin_users=set())
     await authenticator.setup(app)
     try:
-        return await authenticator.authenticate(request(token)), app.backend.admin_users
+        return await authenticator.authenticate(request(token)), app["backend"].admin_users
     finally:
         await authenticator.cleanup()
 
