@@ -1,6 +1,10 @@
 import asyncio
+import collections
 import functools
+import logging
 from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
 
 import docker
 from docker.errors import APIError, NotFound
@@ -8,15 +12,17 @@ from traitlets import Bool, Float, Integer, List, Unicode, default
 
 from dask_gateway_server.backends.base import ClusterConfig
 from dask_gateway_server.backends.db_base import DBBackendBase, JobStatus
+from dask_gateway_server.models import ClusterStatus
 from dask_gateway_server.traitlets import MemoryLimit, Type
 
 from . import specs
+from . import tasks as swarm_tasks
 from .limits import UserLimitsMixin
 
 __all__ = ("SwarmClusterConfig", "SwarmBackend")
 
-# Task states after which a task will never run (restart policy is none).
-TERMINAL_TASK_STATES = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
+# Failure reasons kept for the clients of failed clusters: the newest ones.
+_MAX_FAILURE_REASONS = 1000
 
 
 class SwarmClusterConfig(ClusterConfig):
@@ -228,6 +234,27 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         config=True,
     )
 
+    orphan_sweep_period = Float(
+        300,
+        help="""
+        Seconds between sweeps of services and secrets that belong to no live
+        cluster, e.g. left by a Docker error during a stop. 0: only at start.
+        """,
+        config=True,
+    )
+
+    unplaceable_timeout = Float(
+        5,
+        help="""
+        Seconds a starting scheduler or worker may stay pending for a reason
+        waiting cannot change (no node with its labels, say) before it counts
+        as failed; Swarm's reason is logged and, for a scheduler, returned to
+        the client. Waiting for capacity (cores, memory, a worker slot) is
+        logged and given the start timeout.
+        """,
+        config=True,
+    )
+
     pin_image_id = Bool(
         True,
         help="""
@@ -255,6 +282,13 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
 
     # ------------------------------------------------------------------
     # Docker access
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failure_reasons = collections.OrderedDict()
+        # Per kind of object: task ID -> when it was first seen unplaceable.
+        self.stuck_since = {"cluster": {}, "worker": {}}
+        self.waiting_logged = set()
 
     @property
     def naming(self):
@@ -293,8 +327,12 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         )
         if self.sweep_on_start:
             await self.sweep_orphans()
+        if self.orphan_sweep_period > 0:
+            self.sweeper = asyncio.ensure_future(self.sweep_periodically())
 
     async def do_cleanup(self):
+        if hasattr(self, "sweeper"):
+            self.sweeper.cancel()
         if hasattr(self, "api"):
             self.api.close()
         if hasattr(self, "executor"):
@@ -507,7 +545,7 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         while True:
             tasks = await self.list_tasks(service_ids)
             alive = [
-                t for t in tasks if t["Status"]["State"] not in TERMINAL_TASK_STATES
+                t for t in tasks if t["Status"]["State"] not in swarm_tasks.TERMINAL_TASK_STATES
             ]
             if not alive or loop.time() > deadline:
                 return not alive
@@ -600,39 +638,89 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
             await self.remove_service(name, worker.state.get("service_name"))
 
     async def do_check_clusters(self, clusters):
-        return await self.check_services(clusters)
+        return await self.check_services(clusters, "cluster")
 
     async def do_check_workers(self, workers):
-        return await self.check_services(workers)
+        return await self.check_services(workers, "worker")
 
-    async def check_services(self, objs):
-        """Status of many clusters/workers from one task query.
+    async def check_services(self, objs, kind):
+        """Status of many starting clusters/workers from two Docker calls.
 
-        An object is ok while its service exists and its task has not reached
-        a terminal state (restart policy none: it never comes back).
+        An object is alive while its service exists and its task may still
+        run: not ended (restart policy none), and not pending for longer
+        than ``unplaceable_timeout`` for a reason waiting cannot change.
         """
-        ids = [o.state.get("service_id") for o in objs]
-        if not any(ids):
+        ids = {o.state.get("service_id") for o in objs} - {None}
+        if not ids:
             return [False] * len(objs)
-        tasks = await self.list_tasks({i for i in ids if i})
-        by_service = {}
+        services, tasks = await asyncio.gather(
+            self.list_services(self.naming.gateway_filter()), self.list_tasks(ids)
+        )
+        existing = {s["ID"] for s in services}
+        by_service = collections.defaultdict(list)
         for t in tasks:
-            by_service.setdefault(t["ServiceID"], []).append(t)
+            by_service[t["ServiceID"]].append(t)
+        stuck_for = self.track_stuck_tasks(tasks, kind)
         out = []
-        for obj, service_id in zip(objs, ids):
-            states = [t["Status"]["State"] for t in by_service.get(service_id, [])]
-            ok = service_id is not None and (
-                not states or any(s not in TERMINAL_TASK_STATES for s in states)
+        for obj in objs:
+            service_id = obj.state.get("service_id")
+            verdict = swarm_tasks.judge(
+                by_service.get(service_id, []),
+                service_id in existing,
+                stuck_for,
+                self.unplaceable_timeout,
             )
-            if not ok:
-                self.log.info(
-                    "Service %s of %s failed: tasks %s",
-                    obj.state.get("service_name"),
-                    obj.name,
-                    states,
-                )
-            out.append(ok)
+            self.report(obj, kind, verdict)
+            out.append(service_id is not None and verdict.alive)
         return out
+
+    def track_stuck_tasks(self, tasks, kind):
+        """Note when each unplaceable task was first seen; its age, as a function."""
+        now = asyncio.get_running_loop().time()
+        stuck = {t["ID"] for t in tasks if swarm_tasks.unplaceable_error(t)}
+        since = self.stuck_since[kind]
+        for task_id in set(since) - stuck:
+            del since[task_id]
+        for task_id in stuck:
+            since.setdefault(task_id, now)
+        return lambda task: now - since.get(task["ID"], now)
+
+    def report(self, obj, kind, verdict):
+        """Log why a cluster or worker failed or waits; keep a cluster's reason for its client."""
+        cluster = obj if kind == "cluster" else obj.cluster
+        what = f"Scheduler of cluster {cluster.name}" if kind == "cluster" else (
+            f"Worker {obj.name} of cluster {cluster.name}"
+        )
+        if not verdict.alive:
+            self.log.warning("%s failed: %s", what, verdict.reason)
+            self.waiting_logged.discard(obj.name)
+            if kind == "cluster":
+                self.keep_failure_reason(cluster.name, verdict.reason)
+        elif verdict.waiting_for_capacity:
+            if obj.name not in self.waiting_logged:
+                self.waiting_logged.add(obj.name)
+                self.log.info("%s waits for capacity: %s", what, verdict.reason)
+            if kind == "cluster":
+                self.keep_failure_reason(
+                    cluster.name, f"its scheduler waited for capacity: {verdict.reason}"
+                )
+        elif kind == "cluster":
+            self.failure_reasons.pop(cluster.name, None)
+
+    def keep_failure_reason(self, cluster_name, reason):
+        self.failure_reasons[cluster_name] = reason
+        self.failure_reasons.move_to_end(cluster_name)
+        while len(self.failure_reasons) > _MAX_FAILURE_REASONS:
+            self.failure_reasons.popitem(last=False)
+
+    async def get_cluster(self, cluster_name, wait=False):
+        """Upstream's, but a client waiting for a cluster that failed to start
+        learns why (the stock client raises GatewayClusterError on 409)."""
+        cluster = await super().get_cluster(cluster_name, wait=wait)
+        reason = self.failure_reasons.get(cluster_name)
+        if wait and reason and cluster is not None and cluster.status == ClusterStatus.FAILED:
+            raise web.HTTPConflict(reason=f"Cluster {cluster_name} failed to start: {reason}")
+        return cluster
 
     # ------------------------------------------------------------------
     # Sweeping
@@ -647,6 +735,16 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
                     if worker.status < JobStatus.STOPPED:
                         workers.add(worker.name)
         return clusters, workers
+
+    async def sweep_periodically(self):
+        while True:
+            await asyncio.sleep(self.orphan_sweep_period)
+            try:
+                await self.sweep_orphans()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning("Sweeping orphaned services failed: %r", exc)
 
     async def sweep_orphans(self):
         """Remove this gateway's services and secrets that belong to no live cluster."""
@@ -674,7 +772,8 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         ]
         for s in orphan_secrets:
             await self.remove_secret(s["ID"], s["Spec"]["Name"])
-        self.log.info(
+        self.log.log(
+            logging.INFO if orphans or orphan_secrets else logging.DEBUG,
             "Swept %d orphaned services and %d orphaned secrets",
             len(orphans),
             len(orphan_secrets),

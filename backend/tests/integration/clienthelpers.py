@@ -96,6 +96,13 @@ def wait_for(predicate, timeout, interval=0.25, message="condition"):
         time.sleep(interval)
 
 
+def cluster_status(gw, name):
+    """The status name (e.g. ``RUNNING``, ``FAILED``) of cluster ``name``, or None."""
+    every = ["pending", "running", "stopping", "stopped", "failed"]
+    clusters = {c.name: c.status.name for c in call(gw.list_clusters, status=every, timeout=30)}
+    return clusters.get(name)
+
+
 def http_status(url, auth=None, hub_token=None):
     """HTTP status of a GET, with basic auth ``(user, password)`` or a
     JupyterHub API token (as the client's ``JupyterHubAuth`` sends it) if given."""

@@ -57,3 +57,10 @@ def gateway(swarm, image, request):
             # The gateway's log (no secret is ever logged) for diagnosis.
             print(deployment.logs())
         deployment.remove()
+
+
+@pytest.fixture
+def report(pytestconfig):
+    """Print a line to the run's output even when the test passes (-q captures print)."""
+    reporter = pytestconfig.pluginmanager.getplugin("terminalreporter")
+    return lambda line: reporter.write_line(f"  {line}")

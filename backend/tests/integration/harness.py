@@ -133,6 +133,9 @@ c.SwarmBackend.db_encrypt_keys = [_secret("gateway-encrypt-key")]
 c.SwarmBackend.stop_clusters_on_shutdown = False
 c.SwarmBackend.cluster_heartbeat_period = {heartbeat}
 c.SwarmBackend.max_total_workers = {max_total_workers}
+c.SwarmBackend.scheduler_node_label = {scheduler_node_label!r}
+c.SwarmBackend.unplaceable_timeout = {unplaceable_timeout!r}
+c.SwarmBackend.orphan_sweep_period = {orphan_sweep_period!r}
 c.SwarmBackend.cluster_options = swarm_cluster_options(
     profiles={profiles!r},
     node_pools={node_pools!r},
@@ -169,6 +172,9 @@ DEFAULTS = dict(
     scheduler_memory="1 G",
     cluster_max_workers=None,
     idle_timeout=0.0,
+    scheduler_node_label="",
+    unplaceable_timeout=5.0,
+    orphan_sweep_period=300.0,
 )
 
 

@@ -6,7 +6,7 @@ with a short idle timeout and a cap of two workers for everyone.
 
 import time
 
-from clienthelpers import call, open_client, open_cluster, open_gateway, wait_for
+from clienthelpers import call, cluster_status, open_client, open_cluster, open_gateway, wait_for
 
 IDLE_TIMEOUT = 10.0
 MAX_TOTAL_WORKERS = 2
@@ -17,13 +17,7 @@ def worker_services(client, gateway, cluster_name):
     return [s["Spec"]["Name"] for s in client.api.services(filters=gateway.cluster_filter(cluster_name, "worker"))]
 
 
-def cluster_status(gw, name):
-    every = ["pending", "running", "stopping", "stopped", "failed"]
-    clusters = {c.name: c.status.name for c in call(gw.list_clusters, status=every, timeout=30)}
-    return clusters.get(name)
-
-
-def test_idle_cluster_is_stopped(gateway):
+def test_idle_cluster_is_stopped(gateway, report):
     with open_gateway(gateway) as gw:
         with open_cluster(gw) as cluster:
             name = cluster.name
@@ -37,7 +31,7 @@ def test_idle_cluster_is_stopped(gateway):
             )
             idle_for = time.monotonic() - started
         assert idle_for >= IDLE_TIMEOUT, f"stopped after {idle_for:.1f} s, before the idle timeout"
-        print(f"idle cluster stopped {idle_for:.1f} s after it was ready")
+        report(f"idle cluster stopped {idle_for:.1f} s after it was ready")
 
 
 def test_adaptive_scaling_is_clamped_by_the_cap_and_busy_clusters_stay(gateway, swarm):

@@ -269,20 +269,21 @@ def test_encrypt_key_shape_for_persistent_db():
 
 
 class FakeDocker:
-    """Records Docker API calls; answers ``tasks`` with canned tasks."""
+    """Records Docker API calls; answers ``services`` and ``tasks`` with canned ones."""
 
-    def __init__(self, tasks):
+    def __init__(self, tasks, services=None):
         self.tasks = tasks
+        self.services = [{"ID": s} for s in (services if services is not None else {t["ServiceID"] for t in tasks})]
         self.calls = []
 
     async def __call__(self, method, *args, **kwargs):
         self.calls.append(method)
-        assert method == "tasks"
-        return self.tasks
+        assert method in ("services", "tasks")
+        return self.services if method == "services" else self.tasks
 
 
 def task(service_id, state):
-    return {"ServiceID": service_id, "Status": {"State": state}}
+    return {"ID": f"task-{service_id}", "ServiceID": service_id, "Status": {"State": state}}
 
 
 async def test_status_checks_are_one_bulk_query(backend):
@@ -292,12 +293,15 @@ async def test_status_checks_are_one_bulk_query(backend):
     for i, w in enumerate(workers):
         backend.db.update_worker(w, state={"service_id": f"svc{i}", "service_name": f"n{i}"})
     tasks = [task(f"svc{i}", s) for i, s in states.items() if s] + [task("other", "running")]
-    fake = FakeDocker(tasks)
+    fake = FakeDocker(tasks, services=[f"svc{i}" for i in range(5)])
     backend.docker_call = fake
     result = await backend.do_check_workers(workers)
     # running/pending ok; failed/rejected not; no task yet (just created) ok
     assert result == [True, True, False, True, False]
-    assert fake.calls == ["tasks"]
+    assert sorted(fake.calls) == ["services", "tasks"]
+    # A service that is gone has failed, whatever its tasks said.
+    fake.services = [{"ID": "svc1"}]
+    assert await backend.do_check_workers(workers[:2]) == [False, True]
 
 
 async def test_status_check_without_service_is_failed(backend):

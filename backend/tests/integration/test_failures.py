@@ -1,0 +1,90 @@
+"""What Swarm cannot do is reported, not waited out; orphans go while the gateway runs.
+
+Real swarm, real gateway, stock client. Each test prints how long detection
+took; the bounds asserted are generous, well above the goals (speed is
+measured in benchmarks/, never asserted here).
+"""
+
+import re
+import secrets
+import time
+
+import pytest
+from clienthelpers import call, cluster_status, open_cluster, open_gateway, wait_for
+from dask_gateway import GatewayClusterError
+
+import harness
+
+SWEEP_PERIOD = 3.0
+GATEWAY_SETTINGS = dict(orphan_sweep_period=SWEEP_PERIOD)
+# Swarm's own words for a task no node may take.
+NO_NODE = r"Swarm cannot place it: no suitable node \(scheduling constraints not satisfied on \d+ nodes?\)"
+
+
+def log_line(deployment, pattern):
+    """The gateway's first log line matching ``pattern``, or None."""
+    return next((line for line in deployment.logs(tail=500).splitlines() if re.search(pattern, line)), None)
+
+
+def test_unplaceable_worker_fails_and_is_not_replaced_forever(gateway, report):
+    with open_gateway(gateway) as gw:
+        # No node carries the arm64 pool's label.
+        with open_cluster(gw, node_pool="arm64") as cluster:
+            name = cluster.name
+            started = time.monotonic()
+            call(cluster.scale, 1)
+            line = wait_for(
+                lambda: log_line(gateway, rf"Worker \S+ of cluster {name} failed: {NO_NODE}"),
+                60,
+                interval=1,
+                message="the gateway to log why the worker cannot start",
+            )
+            report(f"unplaceable worker reported after {time.monotonic() - started:.1f} s: {line}")
+            # Each such worker is a start failure: after worker_start_failure_limit
+            # (upstream's 3) the cluster fails, instead of a new worker a minute forever.
+            wait_for(lambda: cluster_status(gw, name) == "FAILED", 120, interval=1, message=f"cluster {name} to fail")
+            report(f"cluster failed after {time.monotonic() - started:.1f} s")
+            created = [line for line in gateway.logs(tail=500).splitlines() if re.search(rf"Created worker \S+ for cluster {name}", line)]
+            assert 1 <= len(created) <= 3, created
+
+
+def test_unplaceable_scheduler_is_reported_to_the_client(swarm, image, report):
+    # Schedulers may run only on nodes labelled dask.nowhere=true: there are none.
+    deployment = harness.GatewayDeployment(swarm, image, scheduler_node_label="dask.nowhere")
+    try:
+        deployment.deploy()
+        with open_gateway(deployment) as gw:
+            started = time.monotonic()
+            with pytest.raises(GatewayClusterError, match=rf"^Cluster \S+ failed to start: {NO_NODE}$"):
+                call(gw.new_cluster, shutdown_on_close=False, timeout=120)
+            report(f"unplaceable scheduler reported to the client after {time.monotonic() - started:.1f} s")
+        assert log_line(deployment, rf"Scheduler of cluster \S+ failed: {NO_NODE}")
+    finally:
+        deployment.remove()
+
+
+def test_orphans_are_swept_while_the_gateway_runs(gateway, swarm, report):
+    # A worker service of this gateway for a cluster that does not exist, as
+    # a Docker error during a stop leaves behind.
+    orphan = secrets.token_hex(16)
+    labels = {
+        harness.GATEWAY_LABEL: gateway.gateway_id,
+        f"{harness.LABEL_PREFIX}.cluster": orphan,
+        f"{harness.LABEL_PREFIX}.role": "worker",
+        f"{harness.LABEL_PREFIX}.worker": secrets.token_hex(16),
+    }
+    service = swarm.services.create(
+        swarm.images.get(gateway.image).id,
+        command=["sleep", "600"],
+        name=f"dask-{orphan}-w-{secrets.token_hex(4)}",
+        labels=labels,
+        container_labels=labels,
+    )
+    started = time.monotonic()
+    wait_for(
+        lambda: not swarm.api.services(filters=gateway.cluster_filter(orphan)),
+        SWEEP_PERIOD * 10,
+        interval=0.5,
+        message=f"orphaned service {service.name} to be swept",
+    )
+    report(f"orphan swept after {time.monotonic() - started:.1f} s (sweep period {SWEEP_PERIOD} s)")
