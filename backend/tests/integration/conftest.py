@@ -60,7 +60,11 @@ def gateway(swarm, image, request):
 
 
 @pytest.fixture
-def report(pytestconfig):
+def report(capsys):
     """Print a line to the run's output even when the test passes (-q captures print)."""
-    reporter = pytestconfig.pluginmanager.getplugin("terminalreporter")
-    return lambda line: reporter.write_line(f"  {line}")
+
+    def write(line):
+        with capsys.disabled():
+            print(f"\n  {line}")
+
+    return write
