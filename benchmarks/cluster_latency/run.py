@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """Cluster latency: the Swarm backend vs dask-gateway-server's local backend.
 
-One run on one machine, median of N repetitions (default 5):
+One run on one machine, N rounds (default 5). The backends take turns within
+each round (Swarm, local, LocalCluster, then again), so a drift in the
+machine's speed hits all of them alike, and each ratio is taken round by
+round and reported as its median, min and max:
 
 - new_cluster() until the cluster is ready (the call returns),
 - scale(4) until 4 workers are connected,
@@ -18,6 +21,7 @@ Usage: .venv/bin/python benchmarks/cluster_latency/run.py [--reps 5] [--json out
 """
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -107,7 +111,9 @@ def one_gateway_round(address, password, gone, options):
 # -- Swarm backend --------------------------------------------------------------
 
 
-def bench_swarm(reps):
+@contextlib.contextmanager
+def swarm_backend():
+    """A gateway service on this engine's swarm; yields one round's runner."""
     client = harness.docker_client()
     initialised = harness.ensure_swarm(client)
     previous = harness.ensure_node_label(client, harness.WORKER_NODE_LABEL)
@@ -123,12 +129,7 @@ def bench_swarm(reps):
                              f"{harness.LABEL_PREFIX}.cluster={name}"]}
             return not client.api.containers(all=True, filters=flt)
 
-        rounds = []
-        for i in range(reps):
-            rounds.append(one_gateway_round(deployment.address, deployment.password, gone,
-                                            WORKER_OPTIONS))
-            print(f"swarm round {i + 1}: {fmt_round(rounds[-1])}", file=sys.stderr)
-        return rounds
+        yield lambda: one_gateway_round(deployment.address, deployment.password, gone, WORKER_OPTIONS)
     finally:
         deployment.remove()
         if initialised:
@@ -156,7 +157,9 @@ c.LocalClusterConfig.cluster_max_workers = {n}
 """
 
 
-def bench_local(reps):
+@contextlib.contextmanager
+def local_backend():
+    """dask-gateway-server with the local-process backend; yields one round's runner."""
     tmp = tempfile.mkdtemp(prefix="dgs-bench-local-")
     port = harness.free_port()
     password = secrets.token_urlsafe(12)
@@ -181,11 +184,7 @@ def bench_local(reps):
             finally:
                 close_gateway(gw)
 
-        rounds = []
-        for i in range(reps):
-            rounds.append(one_gateway_round(address, password, gone, {}))
-            print(f"local round {i + 1}: {fmt_round(rounds[-1])}", file=sys.stderr)
-        return rounds
+        yield lambda: one_gateway_round(address, password, gone, {})
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -206,22 +205,23 @@ def _health(address):
 # -- LocalCluster ---------------------------------------------------------------
 
 
-def bench_localcluster(reps):
-    rounds = []
-    for i in range(reps):
-        t0 = time.perf_counter()
-        cluster = LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        client = Client(cluster)
-        try:
-            client.wait_for_workers(N_WORKERS, timeout=60)
-            startup = time.perf_counter() - t0
-            rounds.append({"startup": startup, "tasks10k": call(tiny_tasks, client, timeout=300)})
-        finally:
-            client.close()
-            cluster.close()
-        print(f"LocalCluster round {i + 1}: {fmt_round(rounds[-1])}", file=sys.stderr)
-    return rounds
+def localcluster_round():
+    t0 = time.perf_counter()
+    cluster = LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    client = Client(cluster)
+    try:
+        client.wait_for_workers(N_WORKERS, timeout=60)
+        startup = time.perf_counter() - t0
+        return {"startup": startup, "tasks10k": call(tiny_tasks, client, timeout=300)}
+    finally:
+        client.close()
+        cluster.close()
+
+
+@contextlib.contextmanager
+def local_cluster():
+    yield localcluster_round
 
 
 # -- report ---------------------------------------------------------------------
@@ -236,6 +236,18 @@ def median(rounds, key):
     return statistics.median(values) if values else None
 
 
+def ratios(results, a, b, key_a, key_b=None):
+    """Round-by-round ratios results[a][i][key_a] / results[b][i][key_b]."""
+    return [ra[key_a] / rb[key_b or key_a] for ra, rb in zip(results[a], results[b])
+            if key_a in ra and (key_b or key_a) in rb and rb[key_b or key_a] > 0]
+
+
+def spread(values):
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
+
+
 def table(results):
     rows = [
         ("new_cluster() to ready", "new_cluster", "startup"),
@@ -244,7 +256,8 @@ def table(results):
         ("shutdown to all gone", "shutdown", None),
     ]
     cols = ["swarm", "local", "localcluster"]
-    head = f"{'median of %d (s)' % results['reps']:<26}{'Swarm backend':>15}{'local backend':>15}{'LocalCluster':>14}"
+    head = (f"{'median of %d (s)' % results['reps']:<26}{'Swarm backend':>15}{'local backend':>15}"
+            f"{'LocalCluster':>14}   {'Swarm / local, per round: median (min-max)':<44}")
     lines = [head, "-" * len(head)]
     for label, key, lc_key in rows:
         vals = []
@@ -252,24 +265,31 @@ def table(results):
             k = lc_key if col == "localcluster" else key
             v = median(results[col], k) if (k and results.get(col)) else None
             vals.append("-" if v is None else f"{v:.2f}")
-        lines.append(f"{label:<26}{vals[0]:>15}{vals[1]:>15}{vals[2]:>14}")
-    s, lc = median(results["swarm"], "tasks10k"), median(results["localcluster"], "tasks10k")
-    if s and lc:
-        lines.append(f"throughput Swarm / LocalCluster: {lc / s:.2f}x")
+        ratio = spread(ratios(results, "swarm", "local", key))
+        lines.append(f"{label:<26}{vals[0]:>15}{vals[1]:>15}{vals[2]:>14}   {ratio}")
+    throughput = ratios(results, "localcluster", "swarm", "tasks10k")
+    if throughput:
+        lines.append(f"throughput Swarm / LocalCluster, per round: {spread(throughput)}")
     return "\n".join(lines)
+
+
+FACTORIES = {"swarm": swarm_backend, "local": local_backend, "localcluster": local_cluster}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--json", help="also write raw timings to this file")
-    parser.add_argument("--only", choices=["swarm", "local", "localcluster"], action="append")
+    parser.add_argument("--only", choices=list(FACTORIES), action="append")
     args = parser.parse_args()
-    todo = args.only or ["swarm", "local", "localcluster"]
-    results = {"reps": args.reps}
-    runners = {"swarm": bench_swarm, "local": bench_local, "localcluster": bench_localcluster}
-    for name in ["swarm", "local", "localcluster"]:
-        results[name] = runners[name](args.reps) if name in todo else []
+    todo = [name for name in FACTORIES if name in (args.only or FACTORIES)]
+    results = {"reps": args.reps, **{name: [] for name in FACTORIES}}
+    with contextlib.ExitStack() as stack:
+        runners = {name: stack.enter_context(FACTORIES[name]()) for name in todo}
+        for i in range(args.reps):
+            for name in todo:
+                results[name].append(runners[name]())
+                print(f"{name} round {i + 1}: {fmt_round(results[name][-1])}", file=sys.stderr)
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
