@@ -2,7 +2,9 @@
 # Prepare this machine to run the collection's tests and sandbox fleet:
 #   - a running Docker Engine (Debian's docker.io when none is installed),
 #   - the locked Python environment in .venv (requirements.txt, `make lock`),
-#   - a debian:bookworm base image (debootstrap when no registry can be reached).
+#   - a debian:bookworm base image (debootstrap when no registry can be reached),
+#   - Debian's docker-registry (Docker Distribution, a Go binary): the registry
+#     modules' tests run it as plain processes, without the Docker Engine.
 # Each step does nothing when its result is already there.
 set -euo pipefail
 
@@ -69,6 +71,15 @@ ensure_base_image() {
   tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
 }
 
+# The tests do not use the package's own service (which only systemd would start):
+# tests/integration/modules/registryprocess.py runs `docker-registry serve` itself.
+ensure_registry_binary() {
+  if [ -x /usr/bin/docker-registry ]; then log "docker-registry is installed"; return; fi
+  log "installing Docker Distribution (Debian's docker-registry)"
+  apt_install docker-registry
+}
+
 ensure_docker
 ensure_venv
 ensure_base_image
+ensure_registry_binary
