@@ -6,12 +6,15 @@
 # architecture; the Docker build itself installs with --no-index and needs no
 # PyPI access. The tag is derived from the content: the lock, the extra
 # packages, the backend package (version and source), the Dockerfile and the
-# base image.
+# base image's name and digest: the tag is the same on every controller.
 #
 # Usage: image/build.sh [options]
 #   --wheelhouse DIR     wheel directory (default: <repo>/.cache/wheelhouse/<arch>)
 #   --arch ARCH          x86_64 | aarch64 (default: uname -m)
-#   --base-image IMAGE   base image with python3.11 (default: debian:bookworm)
+#   --base-image IMAGE   base image with python3.11 (default: debian:bookworm); name it
+#                        by digest (debian:bookworm@sha256:...) to rebuild when it changes
+#   --base-archive FILE  the base image's `docker save` tarball: its config digest
+#                        stands for the base image's content in the tag
 #   --extra "PKG ..."    extra pip requirements, e.g. "scipy==1.16.3 xarray"
 #   --repo NAME          image repository (default: dask-gateway-swarm)
 #   --tag TAG            override the content-derived tag
@@ -31,6 +34,7 @@ root="$(cd "$here/.." && pwd)"
 arch="$(uname -m)"
 wheelhouse=""
 base_image="debian:bookworm"
+base_archive=""
 extra=""
 repo="dask-gateway-swarm"
 tag=""
@@ -46,6 +50,7 @@ while [[ $# -gt 0 ]]; do
         --wheelhouse) wheelhouse="$2"; shift 2 ;;
         --arch) arch="$2"; shift 2 ;;
         --base-image) base_image="$2"; shift 2 ;;
+        --base-archive) base_archive="$2"; shift 2 ;;
         --extra) extra="$2"; shift 2 ;;
         --repo) repo="$2"; shift 2 ;;
         --tag) tag="$2"; shift 2 ;;
@@ -55,7 +60,7 @@ while [[ $# -gt 0 ]]; do
         --context-tar) context_tar="$2"; shift 2 ;;
         --force) force=1; shift ;;
         --no-cache) force=1; no_cache=(--no-cache); shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -87,11 +92,19 @@ for pkg in $extra; do echo "$pkg"; done > "$extra_file"
 sed -n 's/^\([A-Za-z0-9][^ ;\\]*==[^ ;\\]*\).*/\1/p' "$here/requirements.txt" > "$pins_file"
 
 backend_version="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$root/backend/src/dask_gateway_swarm/__init__.py")"
-base_id="$(docker image inspect --format '{{.Id}}' "$base_image" 2>/dev/null || echo "$base_image")"
+# The base image's content, as any controller sees it: the digest in its
+# name, or the config digest its archive records; never an ID of this
+# machine's own engine.
+base_digest=""
+case "$base_image" in *@sha256:*) base_digest="${base_image#*@}" ;; esac
+if [[ -z "$base_digest" && -n "$base_archive" ]]; then
+    base_digest="$(tar -xOf "$base_archive" manifest.json \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["Config"].split("/")[-1].removesuffix(".json"))')"
+fi
 
 content_hash() {
     {
-        echo "base=$base_image@$base_id backend=$backend_version"
+        echo "base=$base_image digest=$base_digest backend=$backend_version"
         cat "$here/requirements.txt" "$extra_file" "$here/Dockerfile"
         (cd "$root/backend" && find pyproject.toml README.md src -type f \
             ! -path '*__pycache__*' ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum)

@@ -59,6 +59,7 @@ write_nodes() {
     echo "fleet_inventory_vars:"
     echo "  gateway_public_url: $(scheme)://127.0.0.1:$PORT"
     echo "  dask_image_base_image_archive: $STATE/base-image.tar"
+    echo "  registry_base_image_archive: $STATE/base-image.tar"
   } >"$file"
 }
 

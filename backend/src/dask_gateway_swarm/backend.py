@@ -10,7 +10,7 @@ import docker
 from docker.errors import APIError, NotFound
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
-from dask_gateway_server.backends.base import ClusterConfig
+from dask_gateway_server.backends.base import ClusterConfig, PublicException
 from dask_gateway_server.backends.db_base import DBBackendBase, JobStatus
 from dask_gateway_server.models import ClusterStatus
 from dask_gateway_server.traitlets import MemoryLimit, Type
@@ -255,15 +255,12 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         config=True,
     )
 
-    pin_image_id = Bool(
-        True,
+    allowed_image_prefixes = List(
+        Unicode(),
         help="""
-        Reference the image by its ID (``sha256:...``) as found on the manager.
-
-        Swarm then skips the registry pull of every task (no registry in an
-        air-gapped fleet: a failing pull costs seconds per task). Images
-        copied with ``docker save | docker load`` keep their ID on every
-        node. Set False to let Swarm pull the image by name from a registry.
+        Prefixes a cluster's ``image`` option must start with, e.g. the
+        fleet's registry (``10.0.0.2:5000/``). Empty: any image. The
+        configured ``SwarmClusterConfig.image`` is always allowed.
         """,
         config=True,
     )
@@ -554,20 +551,43 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
     # ------------------------------------------------------------------
     # DBBackendBase interface
 
-    async def resolve_image(self, image):
-        """The image reference services use: its local ID if ``pin_image_id``."""
-        if not self.pin_image_id or image.startswith("sha256:"):
-            return image
+    async def process_cluster_options(self, user, request):
+        """Refuse, at ``new_cluster``, an image no node could start."""
+        options, config = await super().process_cluster_options(user, request)
+        await self.check_image(config.image)
+        return options, config
+
+    async def check_image(self, image):
+        """Raise ``PublicException`` naming ``image`` if it is not allowed or not found.
+
+        Found means: the manager's engine resolves it in a registry (which
+        also checks that engine's trust of that registry), or holds it.
+        """
+        if image == self.cluster_config_class(parent=self).image:
+            return
+        prefixes = self.allowed_image_prefixes
+        if prefixes and not image.startswith(tuple(prefixes)):
+            raise PublicException(
+                f"image: {image} is not allowed here; images must start with "
+                + " or ".join(prefixes)
+            )
         try:
-            return (await self.docker_call("inspect_image", image))["Id"]
+            await self.docker_call("inspect_distribution", image)
+            return
+        except APIError as exc:
+            reason = exc.explanation or str(exc)
+        try:
+            await self.docker_call("inspect_image", image)
         except NotFound:
-            self.log.warning("Image %s not on this node, Swarm will pull it", image)
-            return image
+            raise PublicException(
+                f"image: {image} is in no registry the fleet can reach and not on "
+                f"the gateway's node ({reason})"
+            ) from None
+        self.log.info("Image %s is on this node only, not in a registry", image)
 
     async def do_start_cluster(self, cluster):
-        image = await self.resolve_image(cluster.config.image)
         secrets = await self.create_secrets(cluster)
-        state = {"secrets": {k: list(v) for k, v in secrets.items()}, "image": image}
+        state = {"secrets": {k: list(v) for k, v in secrets.items()}, "image": cluster.config.image}
         yield state
         spec = self.scheduler_service_spec(cluster, secrets)
         service_id = await self.create_service(spec)

@@ -136,6 +136,7 @@ c.SwarmBackend.max_total_workers = {max_total_workers}
 c.SwarmBackend.scheduler_node_label = {scheduler_node_label!r}
 c.SwarmBackend.unplaceable_timeout = {unplaceable_timeout!r}
 c.SwarmBackend.orphan_sweep_period = {orphan_sweep_period!r}
+c.SwarmBackend.allowed_image_prefixes = {allowed_image_prefixes!r}
 c.SwarmBackend.cluster_options = swarm_cluster_options(
     profiles={profiles!r},
     node_pools={node_pools!r},
@@ -175,6 +176,7 @@ DEFAULTS = dict(
     scheduler_node_label="",
     unplaceable_timeout=5.0,
     orphan_sweep_period=300.0,
+    allowed_image_prefixes=[],
 )
 
 
@@ -213,7 +215,8 @@ class GatewayDeployment:
             network=self.network,
             gateway_id=self.gateway_id,
             worker_node_label=WORKER_NODE_LABEL,
-            image=self.image,
+            # By ID: Swarm skips the registry pull (there is no registry here).
+            image=self.client.images.get(self.image).id,
             **self.settings,
         )
 

@@ -88,3 +88,27 @@ def test_orphans_are_swept_while_the_gateway_runs(gateway, swarm, report):
         message=f"orphaned service {service.name} to be swept",
     )
     report(f"orphan swept after {time.monotonic() - started:.1f} s (sweep period {SWEEP_PERIOD} s)")
+
+
+@pytest.mark.parametrize(
+    "wanted, settings, refusal",
+    [
+        ("127.0.0.1:9/lab/no-such-image:1", {}, "is in no registry the fleet can reach and not on the gateway's node"),
+        ("debian:bookworm", {"allowed_image_prefixes": ["registry.lab.example:5000/"]},
+         "is not allowed here; images must start with registry.lab.example:5000/"),
+    ],
+    ids=["nowhere", "not-allowed"],
+)
+def test_an_image_no_node_could_run_is_refused_at_new_cluster(swarm, image, wanted, settings, refusal, report):
+    deployment = harness.GatewayDeployment(swarm, image, **settings)
+    try:
+        deployment.deploy()
+        with open_gateway(deployment) as gw:
+            started = time.monotonic()
+            with pytest.raises(ValueError, match=re.escape(f"image: {wanted} {refusal}")):
+                call(gw.new_cluster, image=wanted, shutdown_on_close=False, timeout=120)
+            report(f"image {wanted} refused after {time.monotonic() - started:.1f} s")
+            assert call(gw.list_clusters) == []
+        assert not swarm.services.list(filters={"label": f"{harness.GATEWAY_LABEL}={deployment.gateway_id}"})
+    finally:
+        deployment.remove()

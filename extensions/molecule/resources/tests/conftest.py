@@ -271,6 +271,9 @@ def local():
 # The gateway as the role deployed it, and every secret it made.
 
 
+REGISTRY_DEFAULTS = yaml.safe_load((ROLES / "registry" / "defaults" / "main.yml").read_text(encoding="utf-8"))
+
+
 @pytest.fixture(scope="session")
 def gateway_vars(fleet: Fleet) -> dict[str, str]:
     """The gateway role's variables for the first manager: the inventory's,
@@ -331,11 +334,16 @@ def fleet_secrets(password: str, user_password_files: dict[str, Path], gateway_v
     manager, state = fleet.first_manager, gateway_vars["gateway_state_dir"]
     for user in user_password_files:
         found[f"{user}'s hash"] = manager.host.check_output("cat %s", f"{state}/users/{user}.bcrypt").strip()
-    for key in ("ca.key", "tls.key"):
-        if manager.host.file(f"{state}/tls/{key}").exists:
-            pem = manager.host.check_output("cat %s", f"{state}/tls/{key}")
-            # A line of the key's body: the PEM header alone is no secret.
-            found[key] = sorted(pem.splitlines()[1:-1], key=len)[-1]
+    registry_state = REGISTRY_DEFAULTS["registry_state_dir"]
+    for what, directory in (("gateway", f"{state}/tls"), ("registry", f"{registry_state}/tls")):
+        for key in ("ca.key", "tls.key"):
+            if manager.host.file(f"{directory}/{key}").exists:
+                pem = manager.host.check_output("cat %s", f"{directory}/{key}")
+                # A line of the key's body: the PEM header alone is no secret.
+                found[f"{what} {key}"] = sorted(pem.splitlines()[1:-1], key=len)[-1]
+    for name in ("push.password", "htpasswd"):
+        if manager.host.file(f"{registry_state}/{name}").exists:
+            found[f"registry {name}"] = manager.host.check_output("cat %s", f"{registry_state}/{name}").strip()
     return found
 
 

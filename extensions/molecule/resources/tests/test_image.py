@@ -1,8 +1,9 @@
 """How the Dask image reached the nodes.
 
 dask_image_source: archive (the default scenario): every node runs the image
-of the tarball on the controller, the very one (same image ID), loaded from
-it rather than built again. The archive's copies on the nodes are removed.
+of the tarball on the controller, the very one (same image ID), which one
+node loaded and pushed to the fleet's registry and the others pulled from
+there (test_registry.py). The archive's copy on that node is removed.
 
 dask_image_source: pull (the ha scenario): every node pulled the same image,
 by the same registry digest, and the gateway runs that reference.
@@ -30,13 +31,18 @@ def archive(fleet) -> dict:
     config = manifest["Config"]
     # docker save names the config blobs/sha256/<hex> (OCI layout) or <hex>.json.
     image_id = "sha256:" + config.split("/")[-1].removesuffix(".json")
-    return {"ref": manifest["RepoTags"][0], "id": image_id}
+    stack = fleet.first_manager.vars.get("gateway_stack_name", "dask-gateway")
+    fleet_ref = fleet.first_manager.host.check_output(
+        "docker service inspect --format %s %s", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", f"{stack}_gateway"
+    ).strip()
+    return {"ref": manifest["RepoTags"][0], "id": image_id, "fleet_ref": fleet_ref}
 
 
 @pytest.mark.fleet_var("dask_image_source", "archive")
 def test_every_node_has_the_archives_image(node: Node, archive: dict) -> None:
-    image_id = node.host.check_output("docker image inspect --format %s %s", "{{.Id}}", archive["ref"]).strip()
-    assert image_id == archive["id"], f"{node.name} has {archive['ref']} as {image_id}, the archive holds {archive['id']}"
+    ref = archive["fleet_ref"]
+    image_id = node.host.check_output("docker image inspect --format %s %s", "{{.Id}}", ref).strip()
+    assert image_id == archive["id"], f"{node.name} has {ref} as {image_id}, the archive holds {archive['id']}"
     assert not node.host.file(f"{NODE_CACHE}/image.tar").exists, "the copied archive was left on the node"
 
 

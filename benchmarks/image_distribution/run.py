@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""Image distribution: how the Dask image reaches a fleet of 3 and of 9 nodes.
+
+For each fleet size, a fresh sandbox fleet (the Molecule node definition,
+as `make demo` makes it: one manager, N-1 workers) gets Docker and the
+swarm, untimed. Then the registry and image stages (`playbooks/gateway.yml
+--tags image`, the plays `site.yml` runs) are timed twice: the first run
+(registry up, the image built on one node, pushed, every node pulls it by
+digest) and a rerun (nothing to move). The fleets take turns: 3, 9, then the
+reruns 3, 9, so a drift in the machine's speed hits both alike.
+
+Reported per run: wall time; the pull phase (first start to last end of the
+pull task over the nodes, from Ansible's json callback); and the bytes the
+controller's processes wrote (wchar of ansible-playbook and every process
+it started, reaped: the build context, module payloads and anything else
+that left the controller, counted at least once). Speed is measured, never
+asserted. The controller's wheel cache is warm (the first run of a fresh
+machine also downloads the wheels: that is the same for any fleet size).
+
+Usage: .venv/bin/python benchmarks/image_distribution/run.py [--sizes 3 9] [--json out.json]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RESOURCES = REPO / "extensions" / "molecule" / "resources"
+BIN = Path(sys.executable).parent
+BASE_IMAGE = "debian:bookworm"
+
+
+def written_bytes():
+    """Bytes this process and its reaped descendants have written (any file, pipe or socket)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise RuntimeError("no wchar in /proc/self/io")
+
+
+def playbook(*args, env=None, capture=False):
+    cmd = [str(BIN / "ansible-playbook"), *map(str, args)]
+    run_env = dict(os.environ, ANSIBLE_NOCOLOR="1", **(env or {}))
+    proc = subprocess.run(cmd, cwd=REPO, env=run_env, text=True, capture_output=capture)
+    if proc.returncode != 0:
+        tail = (proc.stdout or "")[-3000:] if capture else ""
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{tail}")
+    return proc
+
+
+class Fleet:
+    """A sandbox fleet of its own (name, inventory, password files), apart from `make demo`'s."""
+
+    def __init__(self, size, workdir):
+        self.size = size
+        self.name = f"dask-swarm-bench-{size}"
+        self.dir = Path(workdir) / self.name
+        self.inventory = self.dir / "inventory"
+        (self.inventory / "group_vars").mkdir(parents=True)
+        # The sandbox's own variables: one source of truth.
+        shutil.copy(REPO / "inventories" / "sandbox" / "group_vars" / "all.yml", self.inventory / "group_vars" / "all.yml")
+
+    def nodes_file(self, base_archive):
+        nodes = [{"name": "manager1", "hostname": f"{self.name}-manager1", "groups": ["swarm_managers"]}]
+        nodes += [
+            {"name": f"worker{i}", "hostname": f"{self.name}-worker{i}", "groups": ["swarm_workers"]}
+            for i in range(1, self.size)
+        ]
+        data = {
+            "fleet_nodes": nodes,
+            "fleet_inventory_vars": {
+                "dask_image_base_image_archive": str(base_archive),
+                "registry_base_image_archive": str(base_archive),
+                "registry_password_file": str(self.dir / "registry.password"),
+                "registry_ca_file": str(self.dir / "registry-ca.crt"),
+                "gateway_password_file": str(self.dir / "gateway.password"),
+                "gateway_ca_file": str(self.dir / "gateway-ca.crt"),
+            },
+        }
+        path = self.dir / "nodes.yml"
+        path.write_text(json.dumps(data))
+        return path
+
+    def create(self, base_archive):
+        playbook(RESOURCES / "create.yml", "-e", f"fleet_name={self.name}", "-e", f"@{self.nodes_file(base_archive)}",
+                 "-e", f"fleet_inventory_file={self.inventory / 'hosts.yml'}", "-e", f"fleet_base_image_archive={base_archive}")
+        playbook("site.yml", "-i", self.inventory, "--tags", "engine,swarm,labels")
+
+    def destroy(self):
+        playbook(RESOURCES / "destroy.yml", "-e", f"fleet_name={self.name}",
+                 "-e", f"fleet_inventory_file={self.inventory / 'hosts.yml'}")
+
+    def image_stage(self):
+        """Time the registry and image plays; return wall time, pull phase and bytes written."""
+        before, started = written_bytes(), time.monotonic()
+        proc = playbook("playbooks/gateway.yml", "-i", self.inventory, "--tags", "image",
+                        env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}, capture=True)
+        wall = time.monotonic() - started
+        written = written_bytes() - before
+        result = json.loads(proc.stdout[proc.stdout.index("{"):])
+        changed = sum(host["changed"] for host in result["stats"].values())
+        return {"wall_s": wall, "pull_s": pull_phase(result), "controller_bytes": written, "changed": changed}
+
+
+def pull_phase(result):
+    """First start to last end of 'Pull the image on every node' (the task, over all nodes)."""
+    from datetime import datetime
+
+    spans = []
+    for play in result["plays"]:
+        for task in play["tasks"]:
+            if task["task"]["name"] != "Pull the image on every node":
+                continue
+            duration = task["task"]["duration"]
+            spans.append((datetime.fromisoformat(duration["start"].rstrip("Z")),
+                          datetime.fromisoformat(duration["end"].rstrip("Z"))))
+    if not spans:
+        return float("nan")
+    return (max(end for _, end in spans) - min(start for start, _ in spans)).total_seconds()
+
+
+def base_archive(workdir):
+    path = Path(workdir) / "base-image.tar"
+    subprocess.run(["docker", "image", "save", "-o", str(path), BASE_IMAGE], check=True)
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[3, 9])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="image-distribution.")
+    fleets = [Fleet(size, workdir) for size in args.sizes]
+    rows = {fleet.size: {} for fleet in fleets}
+    try:
+        archive = base_archive(workdir)
+        for fleet in fleets:
+            print(f"==> fleet of {fleet.size}: creating (untimed)", flush=True)
+            fleet.create(archive)
+        for run in ("first", "rerun"):
+            for fleet in fleets:
+                print(f"==> fleet of {fleet.size}: {run} run of the registry and image stages", flush=True)
+                rows[fleet.size][run] = fleet.image_stage()
+    finally:
+        for fleet in fleets:
+            fleet.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print("| nodes | first run s | pull phase s | controller bytes (MB) | rerun s | rerun changed | rerun bytes (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for size, row in rows.items():
+        first, rerun = row["first"], row["rerun"]
+        print(f"| {size} | {first['wall_s']:.0f} | {first['pull_s']:.0f} | {first['controller_bytes'] / 1e6:.0f} "
+              f"| {rerun['wall_s']:.0f} | {rerun['changed']} | {rerun['controller_bytes'] / 1e6:.0f} |")
+    if len(rows) >= 2:
+        small, large = sorted(rows)[0], sorted(rows)[-1]
+        for key, label in (("wall_s", "first run"), ("pull_s", "pull phase"), ("controller_bytes", "controller bytes")):
+            ratio = rows[large]["first"][key] / rows[small]["first"][key]
+            print(f"{label}: {large} nodes / {small} nodes = {ratio:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
