@@ -35,29 +35,8 @@ options:
     type: list
     elements: str
     required: true
-  registry:
-    description:
-      - The registry, as C(host:port), for example V(192.0.2.10:5000). It is reached over HTTPS.
-    type: str
-    required: true
-  ca_path:
-    description:
-      - A file of CA certificates that signed the registry's certificate, for example the
-        collection's own CA. When not given, the system's CA certificates are trusted.
-    type: path
-  username:
-    description:
-      - The user of the registry's basic auth (htpasswd), when it wants credentials to pull.
-      - Requires O(password).
-    type: str
-  password:
-    description:
-      - The password of O(username).
-    type: str
-  timeout:
-    description: Seconds to wait for each answer of the registry.
-    type: int
-    default: 30
+extends_documentation_fragment:
+  - dask_swarm.gateway.registry
 attributes:
   check_mode:
     description: Can run in check mode and return the changed status without changing anything.

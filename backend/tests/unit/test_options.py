@@ -29,7 +29,9 @@ def make_backend(**kwargs):
 
 
 def process(backend, request):
-    return asyncio.run(backend.process_cluster_options(User("alice"), request))
+    """Options to config, as upstream parses them; SwarmBackend's image lookup
+    after it needs Docker (tests/unit/test_images.py, tests/integration)."""
+    return asyncio.run(super(SwarmBackend, backend).process_cluster_options(User("alice"), request))
 
 
 @pytest.mark.parametrize(
