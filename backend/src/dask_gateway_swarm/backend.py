@@ -14,10 +14,12 @@ from dask_gateway_server.backends.base import ClusterConfig, PublicException
 from dask_gateway_server.backends.db_base import DBBackendBase, JobStatus
 from dask_gateway_server.models import ClusterStatus
 from dask_gateway_server.traitlets import MemoryLimit, Type
+from dask_gateway_server.utils import timestamp
 
 from . import specs
 from . import tasks as swarm_tasks
 from .limits import UserLimitsMixin
+from .metrics import Metrics
 
 __all__ = ("SwarmClusterConfig", "SwarmBackend")
 
@@ -267,6 +269,15 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
 
     docker_threads = Integer(4, help="Threads for blocking Docker API calls.", config=True)
 
+    metrics_token_file = Unicode(
+        "",
+        help="""
+        A file holding the token Prometheus presents (``Authorization:
+        Bearer <token>``) to read ``/api/metrics``. Empty: no metrics route.
+        """,
+        config=True,
+    )
+
     supports_bulk_shutdown = True
 
     @default("cluster_status_period")
@@ -286,6 +297,7 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         # Per kind of object: task ID -> when it was first seen unplaceable.
         self.stuck_since = {"cluster": {}, "worker": {}}
         self.waiting_logged = set()
+        self.metrics = Metrics(self)
 
     @property
     def naming(self):
@@ -294,7 +306,12 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
     async def docker_call(self, method, *args, **kwargs):
         """Run one blocking ``docker.APIClient`` method in the thread pool."""
         func = functools.partial(getattr(self.api, method), *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, func)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            return await loop.run_in_executor(self.executor, func)
+        finally:
+            self.metrics.docker_seconds.labels(method).observe(loop.time() - started)
 
     async def setup(self, app):
         # Before the base class starts its reconcilers: after a restart they
@@ -305,6 +322,11 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         self.api = docker.APIClient(
             base_url=self.docker_url, version="auto", timeout=self.docker_timeout
         )
+        if self.metrics_token_file:
+            with open(self.metrics_token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+            app.router.add_get("/api/metrics", self.metrics.handler(token))
+            self.log.info("Serving Prometheus metrics at /api/metrics")
         await super().setup(app)
 
     async def do_setup(self):
@@ -681,9 +703,14 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         for t in tasks:
             by_service[t["ServiceID"]].append(t)
         stuck_for = self.track_stuck_tasks(tasks, kind)
+        self.metrics.set_pending(kind, filter(None, map(swarm_tasks.unplaceable_error, tasks)))
         out = []
         for obj in objs:
             service_id = obj.state.get("service_id")
+            if service_id is None:
+                # Its service was never created: nothing for Swarm to say.
+                out.append(False)
+                continue
             verdict = swarm_tasks.judge(
                 by_service.get(service_id, []),
                 service_id in existing,
@@ -691,7 +718,7 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
                 self.unplaceable_timeout,
             )
             self.report(obj, kind, verdict)
-            out.append(service_id is not None and verdict.alive)
+            out.append(verdict.alive)
         return out
 
     def track_stuck_tasks(self, tasks, kind):
@@ -713,6 +740,7 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         )
         if not verdict.alive:
             self.log.warning("%s failed: %s", what, verdict.reason)
+            self.metrics.count_failure(kind)
             self.waiting_logged.discard(obj.name)
             if kind == "cluster":
                 self.keep_failure_reason(cluster.name, verdict.reason)
@@ -724,14 +752,32 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
                 self.keep_failure_reason(
                     cluster.name, f"its scheduler waited for capacity: {verdict.reason}"
                 )
-        elif kind == "cluster":
-            self.failure_reasons.pop(cluster.name, None)
+        else:
+            self.waiting_logged.discard(obj.name)
+            if kind == "cluster":
+                self.failure_reasons.pop(cluster.name, None)
 
     def keep_failure_reason(self, cluster_name, reason):
         self.failure_reasons[cluster_name] = reason
         self.failure_reasons.move_to_end(cluster_name)
         while len(self.failure_reasons) > _MAX_FAILURE_REASONS:
             self.failure_reasons.popitem(last=False)
+
+    async def _cluster_to_running(self, cluster):
+        self.metrics.observe_start("cluster", (timestamp() - cluster.start_time) / 1000)
+        await super()._cluster_to_running(cluster)
+
+    async def on_cluster_heartbeat(self, cluster_name, msg):
+        """Upstream's, timing each worker from its creation to its first heartbeat."""
+        cluster = self.db.get_cluster(cluster_name)
+        starting = [] if cluster is None else [
+            w for w in cluster.workers.values() if w.status < JobStatus.RUNNING
+        ]
+        await super().on_cluster_heartbeat(cluster_name, msg)
+        now = timestamp()
+        for worker in starting:
+            if worker.status == JobStatus.RUNNING:
+                self.metrics.observe_start("worker", (now - worker.start_time) / 1000)
 
     async def get_cluster(self, cluster_name, wait=False):
         """Upstream's, but a client waiting for a cluster that failed to start

@@ -131,6 +131,7 @@ c.SwarmBackend.worker_node_label = {worker_node_label!r}
 c.SwarmBackend.db_url = "sqlite:////data/gateway.sqlite"
 c.SwarmBackend.db_encrypt_keys = [_secret("gateway-encrypt-key")]
 c.SwarmBackend.stop_clusters_on_shutdown = False
+c.SwarmBackend.metrics_token_file = "/run/secrets/gateway-metrics-token"
 c.SwarmBackend.cluster_heartbeat_period = {heartbeat}
 c.SwarmBackend.max_total_workers = {max_total_workers}
 c.SwarmBackend.scheduler_node_label = {scheduler_node_label!r}
@@ -203,6 +204,7 @@ class GatewayDeployment:
         self.port = port or free_port()
         self.address = f"http://127.0.0.1:{self.port}"
         self.password = secrets.token_urlsafe(16)
+        self.metrics_token = secrets.token_urlsafe(24)
         self.settings = dict(DEFAULTS, **settings)
         self.labels = {RUN_LABEL: self.run_id, DEPLOYMENT_LABEL: self.deployment_id}
         self.service = None
@@ -233,6 +235,9 @@ class GatewayDeployment:
         ek = c.secrets.create(
             name=f"{self.name}-encrypt-key", data=key, labels=self.labels
         )
+        mt = c.secrets.create(
+            name=f"{self.name}-metrics-token", data=self.metrics_token.encode(), labels=self.labels
+        )
         cfg = c.configs.create(
             name=f"{self.name}-config-{secrets.token_hex(3)}",
             data=self.config_text().encode(),
@@ -252,6 +257,7 @@ class GatewayDeployment:
             secrets=[
                 SecretReference(pw.id, pw.name, filename="gateway-password", mode=0o400),
                 SecretReference(ek.id, ek.name, filename="gateway-encrypt-key", mode=0o400),
+                SecretReference(mt.id, mt.name, filename="gateway-metrics-token", mode=0o400),
             ],
             configs=[
                 ConfigReference(cfg.id, cfg.name, filename="/etc/dask-gateway/config.py")

@@ -334,6 +334,7 @@ def fleet_secrets(password: str, user_password_files: dict[str, Path], gateway_v
     manager, state = fleet.first_manager, gateway_vars["gateway_state_dir"]
     for user in user_password_files:
         found[f"{user}'s hash"] = manager.host.check_output("cat %s", f"{state}/users/{user}.bcrypt").strip()
+    found["metrics token"] = manager.host.check_output("cat %s", f"{state}/metrics_token").strip()
     registry_state = REGISTRY_DEFAULTS["registry_state_dir"]
     for what, directory in (("gateway", f"{state}/tls"), ("registry", f"{registry_state}/tls")):
         for key in ("ca.key", "tls.key"):

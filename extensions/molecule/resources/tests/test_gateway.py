@@ -11,9 +11,12 @@ labels.
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -88,6 +91,24 @@ def test_password_files_on_the_controller_are_owner_only(gateway_vars, user_pass
         copy = local.file(path)
         assert copy.is_file, path
         assert copy.mode == 0o600, path
+
+
+def test_prometheus_reads_the_metrics_with_the_token(gateway_vars, login) -> None:
+    """/api/metrics through the public port, as a Prometheus scrape job with
+    `authorization: {credentials_file: ...}` reads it; nothing without the token."""
+    token_file = Path(gateway_vars["gateway_password_file"].removesuffix(".password") + ".metrics-token")
+    assert token_file.stat().st_mode & 0o777 == 0o600, f"{token_file} is not owner-only"
+    url = gateway_vars["gateway_public_url"] + "/api/metrics"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + base64.b64encode(":".join(login).encode()).decode()}):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
+        assert refused.value.code == 401
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token_file.read_text().strip()}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    for family in ("dask_gateway_clusters", "dask_gateway_start_seconds", "dask_gateway_docker_api_seconds"):
+        assert f"# TYPE {family} " in text, f"{family} is not in the metrics"
 
 
 def test_no_secret_in_the_ansible_output(fleet_secrets: dict[str, str], ansible_log: str) -> None:
