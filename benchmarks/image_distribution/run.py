@@ -90,7 +90,7 @@ class Fleet:
     def create(self, base_archive):
         playbook(RESOURCES / "create.yml", "-e", f"fleet_name={self.name}", "-e", f"@{self.nodes_file(base_archive)}",
                  "-e", f"fleet_inventory_file={self.inventory / 'hosts.yml'}", "-e", f"fleet_base_image_archive={base_archive}")
-        playbook("site.yml", "-i", self.inventory, "--tags", "engine,swarm,labels")
+        playbook("playbooks/swarm.yml", "-i", self.inventory)
 
     def destroy(self):
         playbook(RESOURCES / "destroy.yml", "-e", f"fleet_name={self.name}",
