@@ -250,3 +250,15 @@ def test_a_node_of_another_swarm_is_refused_and_left_alone(pytestconfig, fleet: 
     assert worker.docker_info("{{.Swarm.ControlAvailable}}") == "true"
     assert manager.host.check_output("docker node ls -q") == nodes_before
 
+
+
+def test_the_swarm_stages_rerun_alone_by_tag(pytestconfig, fleet: Fleet) -> None:
+    """`site.yml --tags engine,swarm,labels` on a formed fleet (README, Stages) runs and changes nothing.
+
+    Those tags skip the image play, which sets the gateway's default image:
+    the gateway role's variables must still validate without it.
+    """
+    run = playbook(pytestconfig, "--tags", "engine,swarm,labels", name="../site.yml")
+    recap = dict(re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", run.stdout, re.M))
+    assert set(fleet.nodes) <= set(recap), run.stdout[-3000:]
+    assert {host: changed for host, changed in recap.items() if changed != "0"} == {}, run.stdout[-3000:]
