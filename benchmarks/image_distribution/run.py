@@ -105,7 +105,15 @@ class Fleet:
         written = written_bytes() - before
         result = json.loads(proc.stdout[proc.stdout.index("{"):])
         changed = sum(host["changed"] for host in result["stats"].values())
-        return {"wall_s": wall, "pull_s": pull_phase(result), "controller_bytes": written, "changed": changed}
+        return {"wall_s": wall, "pull_s": pull_phase(result), "controller_bytes": written, "changed": changed,
+                "changed_tasks": changed_tasks(result)}
+
+
+def changed_tasks(result):
+    """'host: task' for every task result that reported a change (a rerun should have none)."""
+    return sorted(f"{host}: {task['task']['name']}"
+                  for play in result["plays"] for task in play["tasks"]
+                  for host, outcome in task["hosts"].items() if outcome.get("changed"))
 
 
 def pull_phase(result):
@@ -115,7 +123,8 @@ def pull_phase(result):
     spans = []
     for play in result["plays"]:
         for task in play["tasks"]:
-            if task["task"]["name"] != "Pull the image on every node":
+            # Role tasks are named "<role> : <task>" in the callback's output.
+            if task["task"]["name"].rpartition(" : ")[2] != "Pull the image on every node":
                 continue
             duration = task["task"]["duration"]
             spans.append((datetime.fromisoformat(duration["start"].rstrip("Z")),
@@ -159,6 +168,9 @@ def main():
         first, rerun = row["first"], row["rerun"]
         print(f"| {size} | {first['wall_s']:.0f} | {first['pull_s']:.0f} | {first['controller_bytes'] / 1e6:.0f} "
               f"| {rerun['wall_s']:.0f} | {rerun['changed']} | {rerun['controller_bytes'] / 1e6:.0f} |")
+    for size, row in rows.items():
+        for line in row["rerun"]["changed_tasks"]:
+            print(f"changed on the rerun of {size} nodes: {line}")
     if len(rows) >= 2:
         small, large = sorted(rows)[0], sorted(rows)[-1]
         for key, label in (("wall_s", "first run"), ("pull_s", "pull phase"), ("controller_bytes", "controller bytes")):
