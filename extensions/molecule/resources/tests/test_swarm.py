@@ -251,7 +251,6 @@ def test_a_node_of_another_swarm_is_refused_and_left_alone(pytestconfig, fleet: 
     assert manager.host.check_output("docker node ls -q") == nodes_before
 
 
-
 def test_the_swarm_stages_rerun_alone_by_tag(pytestconfig, fleet: Fleet) -> None:
     """`site.yml --tags engine,swarm,labels` on a formed fleet (README, Stages) runs and changes nothing.
 
