@@ -297,6 +297,11 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         # Per kind of object: task ID -> when it was first seen unplaceable.
         self.stuck_since = {"cluster": {}, "worker": {}}
         self.waiting_logged = set()
+        # Per running cluster: workers the gateway failed because Swarm lost
+        # their task, which the scheduler may still count until distributed's
+        # worker-ttl (minutes) passes.
+        self.lost_workers = collections.defaultdict(set)
+        self.periodic = []
         self.metrics = Metrics(self)
 
     @property
@@ -347,11 +352,25 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         if self.sweep_on_start:
             await self.sweep_orphans()
         if self.orphan_sweep_period > 0:
-            self.sweeper = asyncio.ensure_future(self.sweep_periodically())
+            self.run_periodically(self.orphan_sweep_period, self.sweep_orphans, "Sweeping orphaned services")
+        self.run_periodically(self.cluster_status_period, self.check_running, "Checking running clusters")
+
+    def run_periodically(self, period, func, what):
+        async def loop():
+            while True:
+                await asyncio.sleep(period)
+                try:
+                    await func()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.log.warning("%s failed: %r", what, exc)
+
+        self.periodic.append(asyncio.ensure_future(loop()))
 
     async def do_cleanup(self):
-        if hasattr(self, "sweeper"):
-            self.sweeper.cancel()
+        for task in self.periodic:
+            task.cancel()
         if hasattr(self, "api"):
             self.api.close()
         if hasattr(self, "executor"):
@@ -692,16 +711,9 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         run: not ended (restart policy none), and not pending for longer
         than ``unplaceable_timeout`` for a reason waiting cannot change.
         """
-        ids = {o.state.get("service_id") for o in objs} - {None}
-        if not ids:
+        if not any(o.state.get("service_id") for o in objs):
             return [False] * len(objs)
-        services, tasks = await asyncio.gather(
-            self.list_services(self.naming.gateway_filter()), self.list_tasks(ids)
-        )
-        existing = {s["ID"] for s in services}
-        by_service = collections.defaultdict(list)
-        for t in tasks:
-            by_service[t["ServiceID"]].append(t)
+        existing, tasks, by_service = await self.service_tasks(objs)
         stuck_for = self.track_stuck_tasks(tasks, kind)
         self.metrics.set_pending(kind, filter(None, map(swarm_tasks.unplaceable_error, tasks)))
         out = []
@@ -720,6 +732,77 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
             self.report(obj, kind, verdict)
             out.append(verdict.alive)
         return out
+
+    async def service_tasks(self, objs):
+        """This gateway's service IDs, and the tasks of the objects' services
+        (all, and by service ID), from two Docker calls."""
+        ids = {o.state.get("service_id") for o in objs} - {None}
+        services, tasks = await asyncio.gather(
+            self.list_services(self.naming.gateway_filter()), self.list_tasks(ids)
+        )
+        by_service = collections.defaultdict(list)
+        for t in tasks:
+            by_service[t["ServiceID"]].append(t)
+        return {s["ID"] for s in services}, tasks, by_service
+
+    async def check_running(self):
+        """Fail running schedulers and workers whose Swarm task is lost.
+
+        Upstream learns that a scheduler died only when its heartbeats stop
+        (twice ``cluster_heartbeat_period``), and that a worker's node is
+        lost only when the scheduler drops it (distributed's worker-ttl,
+        minutes). Swarm knows within seconds; a failed worker is replaced
+        as soon as the cluster is reconciled.
+        """
+        active = self.db.active_clusters()
+        clusters = [c for c in active if c.status == c.target == JobStatus.RUNNING]
+        workers = [
+            w
+            for c in clusters
+            for w in c.workers.values()
+            if w.status == w.target == JobStatus.RUNNING and not w.close_expected
+        ]
+        for name in set(self.lost_workers) - {c.name for c in active}:
+            del self.lost_workers[name]
+        objs = [o for o in clusters + workers if o.state.get("service_id")]
+        if not objs:
+            return
+        existing, _, by_service = await self.service_tasks(objs)
+        failed = {"cluster": [], "worker": []}
+        for obj in objs:
+            service_id = obj.state["service_id"]
+            verdict = swarm_tasks.judge_running(by_service.get(service_id, []), service_id in existing)
+            # A stop may have begun while Docker was asked.
+            if verdict.alive or obj.target != JobStatus.RUNNING:
+                continue
+            reason = verdict.reason
+            if verdict.stopped_on_node:
+                reason = f"{reason}: {await self.describe_node(verdict.stopped_on_node)}"
+            kind = "cluster" if obj in clusters else "worker"
+            failed[kind].append(obj)
+            self.report_lost(obj, kind, reason)
+        self.db.update_clusters([(c, {"target": JobStatus.FAILED}) for c in failed["cluster"]])
+        self.db.update_workers([(w, {"target": JobStatus.FAILED}) for w in failed["worker"]])
+        for obj in failed["cluster"] + failed["worker"]:
+            self.queue.put(obj)
+
+    async def describe_node(self, node_id):
+        """``node <hostname> is <state>, availability <availability>``."""
+        try:
+            node = await self.docker_call("inspect_node", node_id)
+        except NotFound:
+            return f"node {node_id} has left the swarm"
+        return "node {} is {}, availability {}".format(
+            node["Description"]["Hostname"], node["Status"]["State"], node["Spec"]["Availability"]
+        )
+
+    def report_lost(self, obj, kind, reason):
+        if kind == "cluster":
+            self.log.warning("Scheduler of running cluster %s lost: %s", obj.name, reason)
+            self.keep_failure_reason(obj.name, reason)
+        else:
+            self.log.warning("Worker %s of cluster %s lost, replacing it: %s", obj.name, obj.cluster.name, reason)
+            self.lost_workers[obj.cluster.name].add(obj.name)
 
     def track_stuck_tasks(self, tasks, kind):
         """Note when each unplaceable task was first seen; its age, as a function."""
@@ -768,7 +851,19 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         await super()._cluster_to_running(cluster)
 
     async def on_cluster_heartbeat(self, cluster_name, msg):
-        """Upstream's, timing each worker from its creation to its first heartbeat."""
+        """Upstream's, timing each worker from its creation to its first
+        heartbeat, and not counting workers the gateway found lost.
+
+        A scheduler keeps a worker on a lost node until distributed's
+        worker-ttl; counted, it would make upstream stop its replacement.
+        """
+        lost = self.lost_workers.get(cluster_name)
+        if lost:
+            msg = dict(
+                msg,
+                active_workers=[n for n in msg["active_workers"] if n not in lost],
+                closing_workers=[n for n in msg["closing_workers"] if n not in lost],
+            )
         cluster = self.db.get_cluster(cluster_name)
         starting = [] if cluster is None else [
             w for w in cluster.workers.values() if w.status < JobStatus.RUNNING
@@ -801,16 +896,6 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
                     if worker.status < JobStatus.STOPPED:
                         workers.add(worker.name)
         return clusters, workers
-
-    async def sweep_periodically(self):
-        while True:
-            await asyncio.sleep(self.orphan_sweep_period)
-            try:
-                await self.sweep_orphans()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.log.warning("Sweeping orphaned services failed: %r", exc)
 
     async def sweep_orphans(self):
         """Remove this gateway's services and secrets that belong to no live cluster."""

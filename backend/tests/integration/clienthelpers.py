@@ -2,8 +2,10 @@
 
 import base64
 import contextlib
+import gc
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 
@@ -14,6 +16,10 @@ def call(func, *args, timeout=90, **kwargs):
     """Run a blocking client call with a timeout (the stock client can hang).
 
     A daemon thread, so a hung call cannot keep the interpreter from exiting.
+    A refused call leaves a half-built GatewayCluster in a reference cycle,
+    held by the traceback's frames. Freed later by the cycle collector on the
+    client's loop thread, its ``__del__`` waits on that loop: the process
+    deadlocks. So the frames are cleared and the cycle freed here.
     """
     result = {}
 
@@ -29,6 +35,8 @@ def call(func, *args, timeout=90, **kwargs):
     if thread.is_alive():
         raise TimeoutError(f"{getattr(func, '__qualname__', func)} did not return in {timeout} s")
     if "error" in result:
+        traceback.clear_frames(result["error"].__traceback__)
+        gc.collect()
         raise result["error"]
     return result.get("value")
 
@@ -83,6 +91,17 @@ def open_client(cluster):
         yield client
     finally:
         call(client.close, timeout=30)
+
+
+def reporter(capsys):
+    """A function that prints a line to the run's output even when the test
+    passes (``-q`` captures print)."""
+
+    def write(line):
+        with capsys.disabled():
+            print(f"\n  {line}")
+
+    return write
 
 
 def wait_for(predicate, timeout, interval=0.25, message="condition"):

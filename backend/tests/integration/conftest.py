@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import harness  # noqa: E402
+from clienthelpers import reporter  # noqa: E402
 
 # Settings of the gateway under test: limits small enough to hit.
 GATEWAY_SETTINGS = dict(cluster_max_workers=3, max_total_workers=4)
@@ -61,10 +62,4 @@ def gateway(swarm, image, request):
 
 @pytest.fixture
 def report(capsys):
-    """Print a line to the run's output even when the test passes (-q captures print)."""
-
-    def write(line):
-        with capsys.disabled():
-            print(f"\n  {line}")
-
-    return write
+    return reporter(capsys)

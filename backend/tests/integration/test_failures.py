@@ -16,7 +16,9 @@ from dask_gateway import GatewayClusterError
 import harness
 
 SWEEP_PERIOD = 3.0
-GATEWAY_SETTINGS = dict(orphan_sweep_period=SWEEP_PERIOD)
+# Heartbeats as the role deploys the gateway (upstream's 15 s): a dead
+# scheduler must be noticed through Swarm, not when heartbeats stop (30 s).
+GATEWAY_SETTINGS = dict(orphan_sweep_period=SWEEP_PERIOD, heartbeat=15)
 # Swarm's own words for a task no node may take.
 NO_NODE = r"Swarm cannot place it: no suitable node \(scheduling constraints not satisfied on \d+ nodes?\)"
 
@@ -61,6 +63,34 @@ def test_unplaceable_scheduler_is_reported_to_the_client(swarm, image, report):
         assert log_line(deployment, rf"Scheduler of cluster \S+ failed: {NO_NODE}")
     finally:
         deployment.remove()
+
+
+def kill_container(swarm, service):
+    for task in swarm.api.tasks(filters={"service": service["ID"], "desired-state": "running"}):
+        swarm.containers.get(task["Status"]["ContainerStatus"]["ContainerID"]).kill()
+
+
+def remove_service(swarm, service):
+    swarm.api.remove_service(service["ID"])
+
+
+@pytest.mark.parametrize(
+    "loss, reason",
+    [
+        (kill_container, r"its task ended failed: task: non-zero exit \(137\)"),
+        (remove_service, r"its Swarm service was removed"),
+    ],
+    ids=["killed", "removed"],
+)
+def test_a_running_cluster_whose_scheduler_is_lost_fails(gateway, swarm, loss, reason, report):
+    with open_gateway(gateway) as gw, open_cluster(gw) as cluster:
+        name = cluster.name
+        (scheduler,) = swarm.api.services(filters=gateway.cluster_filter(name, role="scheduler"))
+        started = time.monotonic()
+        loss(swarm, scheduler)
+        wait_for(lambda: cluster_status(gw, name) == "FAILED", 25, interval=0.5, message=f"cluster {name} to fail")
+        report(f"lost scheduler ({loss.__name__}) failed its cluster after {time.monotonic() - started:.1f} s")
+        assert log_line(gateway, rf"Scheduler of running cluster {name} lost: {reason}")
 
 
 def test_orphans_are_swept_while_the_gateway_runs(gateway, swarm, report):
