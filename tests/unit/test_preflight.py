@@ -74,10 +74,12 @@ def test_a_valid_inventory_passes(tmp_path):
          "gateway_tls_cert_path is /nonexistent/tls.crt, which is not a file on the controller."),
         (inventory(gateway_one_worker_per_node=True, gateway_one_worker_per_node_port=8000),
          "gateway_one_worker_per_node_port must be a port (1-65535) other than gateway_port (8000); it is 8000."),
+        (inventory(gateway_orphan_sweep_period=-1),
+         "gateway_unplaceable_timeout (5) and gateway_orphan_sweep_period (-1) must be seconds, 0 or more."),
     ],
     ids=["even-managers", "host-in-both-groups", "wrong-type", "bad-choice", "users-without-users",
          "admin-not-a-user", "bad-user-name", "rotate-unknown-user", "bad-limit-key",
-         "provided-cert-missing", "worker-slot-port-is-gateway-port"],
+         "provided-cert-missing", "worker-slot-port-is-gateway-port", "negative-sweep-period"],
 )
 def test_bad_input_is_refused_with_the_variable_named(tmp_path, inv, expected):
     rc, out = preflight(tmp_path, inv)
