@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -360,6 +361,35 @@ def playbook(pytestconfig, *extra: str, name: str = "gateway.yml", succeed: bool
     )
     assert (proc.returncode == 0) == succeed, proc.stdout[-4000:] + proc.stderr[-2000:]
     return proc
+
+
+CLUSTER_LABEL = "dask-gateway-swarm.cluster"
+ROLE_LABEL = "dask-gateway-swarm.role"
+
+
+def worker_tasks(fleet: Fleet, cluster: str) -> list[dict]:
+    """State, error and node of the current task of each of the cluster's worker services."""
+    manager = fleet.first_manager.host
+    services = manager.check_output(
+        f"docker service ls -q --filter label={CLUSTER_LABEL}={cluster} --filter label={ROLE_LABEL}=worker"
+    ).split()
+    tasks = []
+    for service in services:
+        ids = manager.check_output(f"docker service ps -q --filter desired-state=running {service}").split()
+        for task in json.loads(manager.check_output(f"docker inspect {' '.join(ids)}")) if ids else []:
+            status = task["Status"]
+            tasks.append({"state": status["State"], "err": status.get("Err", ""), "node": task.get("NodeID", "")})
+    return tasks
+
+
+# One host's line of a play recap (the log's lines may carry a timestamp first).
+RECAP_LINE = re.compile(r"^(?:.*[ |])?(\S+) +: ok=(\d+) +changed=(\d+) +unreachable=(\d+) +failed=(\d+)", re.M)
+
+
+def changed_by_host(output: str) -> dict[str, int]:
+    """Each host's ``changed`` count in the last play recap of ``output``."""
+    recap = output.rsplit("PLAY RECAP", 1)[-1]
+    return {host: int(changed) for host, _, changed, _, _ in RECAP_LINE.findall(recap)}
 
 
 def assert_no_secret_printed(run: subprocess.CompletedProcess, *secrets: str) -> None:

@@ -8,7 +8,6 @@ computes. The play is rerun without the option afterwards.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Fleet, playbook
+from conftest import Fleet, playbook, worker_tasks
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
@@ -26,26 +25,9 @@ from dask_gateway import BasicAuth, Gateway  # noqa: E402
 # One scenario is enough: the default one (simple auth) has two worker nodes.
 pytestmark = [pytest.mark.auth("simple"), pytest.mark.changes_deployment]
 
-CLUSTER_LABEL = "dask-gateway-swarm.cluster"
-ROLE_LABEL = "dask-gateway-swarm.role"
 NODE_ENV = "DASK_SWARM_NODE_ID"
 CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}
 SLOT_TAKEN = "host-mode port already in use"
-
-
-def worker_tasks(fleet: Fleet, cluster: str) -> list[dict]:
-    """State, error and node of the current task of each of the cluster's worker services."""
-    manager = fleet.first_manager.host
-    services = manager.check_output(
-        f"docker service ls -q --filter label={CLUSTER_LABEL}={cluster} --filter label={ROLE_LABEL}=worker"
-    ).split()
-    tasks = []
-    for service in services:
-        ids = manager.check_output(f"docker service ps -q --filter desired-state=running {service}").split()
-        for task in json.loads(manager.check_output(f"docker inspect {' '.join(ids)}")) if ids else []:
-            status = task["Status"]
-            tasks.append({"state": status["State"], "err": status.get("Err", ""), "node": task.get("NodeID", "")})
-    return tasks
 
 
 def test_one_worker_per_node(pytestconfig, gateway_vars, login, worker_nodes, fleet: Fleet) -> None:
