@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-RECAP_LINE = re.compile(r"^\S.*?(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+from conftest import RECAP_LINE
 
 
 def check_mode_recaps(log: str) -> list[dict[str, int]]:
