@@ -23,7 +23,7 @@ _LAZY = {
     "UsersAuthenticator": "auth",
     "UserLimitsMixin": "limits",
     "SwarmBackend": "backend",
-    "SwarmClusterConfig": "backend",
+    "SwarmClusterConfig": "config",
     "parse_memory": "options",
     "swarm_cluster_options": "options",
 }

@@ -1,126 +1,29 @@
 import asyncio
 import collections
-import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-import docker
 from docker.errors import APIError, NotFound
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
-from dask_gateway_server.backends.base import ClusterConfig, PublicException
+from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import DBBackendBase, JobStatus
 from dask_gateway_server.models import ClusterStatus
-from dask_gateway_server.traitlets import MemoryLimit, Type
+from dask_gateway_server.traitlets import Type
 from dask_gateway_server.utils import timestamp
 
 from . import specs
 from . import tasks as swarm_tasks
+from .config import SwarmClusterConfig
 from .limits import UserLimitsMixin
 from .metrics import Metrics
+from .swarm import SwarmClient
 
 __all__ = ("SwarmClusterConfig", "SwarmBackend")
 
 # Failure reasons kept for the clients of failed clusters: the newest ones.
 _MAX_FAILURE_REASONS = 1000
-
-
-class SwarmClusterConfig(ClusterConfig):
-    """Dask cluster configuration options when running as Swarm services"""
-
-    scheduler_cmd = List(
-        Unicode(),
-        ["dask", "scheduler"],
-        help="Command to start a dask scheduler.",
-        config=True,
-    )
-
-    worker_cmd = List(
-        Unicode(),
-        ["dask", "worker"],
-        help="Command to start a dask worker.",
-        config=True,
-    )
-
-    image = Unicode(
-        "dask-gateway-swarm:latest",
-        help="Image of the scheduler and worker services.",
-        config=True,
-    )
-
-    # Swarm reserves fractions of a core, so cores are floats (as in the
-    # Kubernetes backend). Threads default to max(1, int(worker_cores)).
-    worker_cores = Float(1, min=0, help="Cores reserved for a dask worker.", config=True)
-
-    worker_cores_limit = Float(
-        min=0,
-        help="Maximum cores of a dask worker. Defaults to ``worker_cores``.",
-        config=True,
-    )
-
-    @default("worker_cores_limit")
-    def _default_worker_cores_limit(self):
-        return self.worker_cores
-
-    worker_memory_limit = MemoryLimit(
-        help="Maximum memory of a dask worker. Defaults to ``worker_memory``.",
-        config=True,
-    )
-
-    @default("worker_memory_limit")
-    def _default_worker_memory_limit(self):
-        return self.worker_memory
-
-    scheduler_cores = Float(1, min=0, help="Cores reserved for the scheduler.", config=True)
-
-    scheduler_cores_limit = Float(
-        min=0,
-        help="Maximum cores of the scheduler. Defaults to ``scheduler_cores``.",
-        config=True,
-    )
-
-    @default("scheduler_cores_limit")
-    def _default_scheduler_cores_limit(self):
-        return self.scheduler_cores
-
-    scheduler_memory_limit = MemoryLimit(
-        help="Maximum memory of the scheduler. Defaults to ``scheduler_memory``.",
-        config=True,
-    )
-
-    @default("scheduler_memory_limit")
-    def _default_scheduler_memory_limit(self):
-        return self.scheduler_memory
-
-    node_pool = Unicode(
-        "",
-        help="""
-        Value of ``SwarmBackend.node_pool_label`` a worker's node must carry.
-
-        Empty (default): any node carrying the worker label.
-        """,
-        config=True,
-    )
-
-    worker_constraints = List(
-        Unicode(),
-        help="Extra Swarm placement constraints for workers.",
-        config=True,
-    )
-
-    worker_nanny = Bool(
-        False,
-        help="""
-        Run workers with a nanny process.
-
-        Off by default: Swarm restarts nothing (restart policy none) and
-        enforces the memory limit itself; without the nanny a worker starts
-        faster and stops at once.
-        """,
-        config=True,
-    )
 
 
 class SwarmBackend(UserLimitsMixin, DBBackendBase):
@@ -134,7 +37,7 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
     """
 
     cluster_config_class = Type(
-        "dask_gateway_swarm.backend.SwarmClusterConfig",
+        "dask_gateway_swarm.config.SwarmClusterConfig",
         klass="dask_gateway_server.backends.base.ClusterConfig",
         help="The cluster config class to use",
         config=True,
@@ -223,12 +126,6 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         5, help="Seconds between SIGTERM and SIGKILL of a container.", config=True
     )
 
-    stop_timeout = Float(
-        20,
-        help="Seconds to wait for a cluster's worker containers to be gone.",
-        config=True,
-    )
-
     sweep_on_start = Bool(
         True,
         help="At start, remove services and secrets of this gateway that "
@@ -308,24 +205,15 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
     def naming(self):
         return specs.Naming(self.service_prefix, self.label_prefix, self.gateway_id)
 
-    async def docker_call(self, method, *args, **kwargs):
-        """Run one blocking ``docker.APIClient`` method in the thread pool."""
-        func = functools.partial(getattr(self.api, method), *args, **kwargs)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            return await loop.run_in_executor(self.executor, func)
-        finally:
-            self.metrics.docker_seconds.labels(method).observe(loop.time() - started)
-
     async def setup(self, app):
         # Before the base class starts its reconcilers: after a restart they
         # may act on persisted clusters at once.
-        self.executor = ThreadPoolExecutor(
-            self.docker_threads, thread_name_prefix="swarm-backend"
-        )
-        self.api = docker.APIClient(
-            base_url=self.docker_url, version="auto", timeout=self.docker_timeout
+        self.swarm = SwarmClient(
+            self.docker_url,
+            self.docker_timeout,
+            self.docker_threads,
+            lambda method, seconds: self.metrics.docker_seconds.labels(method).observe(seconds),
+            self.log,
         )
         if self.metrics_token_file:
             with open(self.metrics_token_file, encoding="utf-8") as f:
@@ -335,14 +223,14 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         await super().setup(app)
 
     async def do_setup(self):
-        info = await self.docker_call("info")
+        info = await self.swarm.call("info")
         swarm = info.get("Swarm", {})
         if not swarm.get("ControlAvailable"):
             raise RuntimeError(
                 f"Docker at {self.docker_url} is not a Swarm manager "
                 f"(swarm state: {swarm.get('LocalNodeState')})"
             )
-        await self.docker_call("inspect_network", self.network)
+        await self.swarm.call("inspect_network", self.network)
         self.log.info(
             "Swarm backend using network %s, gateway id %s, worker node label %s",
             self.network,
@@ -371,10 +259,8 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
     async def do_cleanup(self):
         for task in self.periodic:
             task.cancel()
-        if hasattr(self, "api"):
-            self.api.close()
-        if hasattr(self, "executor"):
-            self.executor.shutdown(wait=False)
+        if hasattr(self, "swarm"):
+            self.swarm.close()
 
     # ------------------------------------------------------------------
     # Environment and commands
@@ -431,7 +317,11 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         if scheduler_address is None:
             scheduler_address = self.naming.scheduler_address(cluster.name)
         cmd = super().get_worker_command(cluster, worker_name, scheduler_address)
-        cmd[cmd.index("--dashboard-address") + 1] = f":{specs.DASHBOARD_PORT}"
+        at = cmd.index("--dashboard-address")
+        if cluster.config.get("worker_dashboard", False):
+            cmd[at + 1] = f":{specs.DASHBOARD_PORT}"
+        else:
+            cmd[at:at + 2] = ["--no-dashboard"]
         if not cluster.config.get("worker_nanny", False):
             cmd.append("--no-nanny")
         return cmd
@@ -493,7 +383,7 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         return specs.secret_references(secrets, uid or "0", gid or uid or "0")
 
     # ------------------------------------------------------------------
-    # Secrets and services
+    # Secrets
 
     def _secret_data(self, cluster, kind):
         if kind == "tls-cert":
@@ -503,91 +393,28 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         return cluster.token.encode()
 
     async def create_secrets(self, cluster):
-        """Create the cluster's secrets; returns ``{kind: (id, name)}``."""
-        out = {}
-        for kind in specs.SECRET_FILES:
-            name = self.naming.secret(cluster.name, kind)
-            labels = self.naming.secret_labels(cluster.name, cluster.username, kind)
-            try:
-                resp = await self.docker_call(
-                    "create_secret", name, self._secret_data(cluster, kind), labels=labels
-                )
-                secret_id = resp["ID"]
-            except APIError as exc:
-                if exc.status_code != 409:
-                    raise
-                # Left by an earlier attempt for this same cluster.
-                secret_id = (await self.docker_call("inspect_secret", name))["ID"]
-            out[kind] = (secret_id, name)
-        self.log.debug("Secrets for cluster %s created", cluster.name)
-        return out
-
-    async def remove_secrets(self, cluster_name, attempts=20):
-        secrets = await self.docker_call(
-            "secrets", filters=self.naming.cluster_filter(cluster_name)
+        """Create the cluster's secrets, all at once; returns ``{kind: (id, name)}``."""
+        ids = await asyncio.gather(
+            *(self.create_secret(cluster, kind) for kind in specs.SECRET_FILES)
         )
-        for secret in secrets:
-            await self.remove_secret(secret["ID"], secret["Spec"]["Name"], attempts)
+        self.log.debug("Secrets for cluster %s created", cluster.name)
+        return {
+            kind: (secret_id, self.naming.secret(cluster.name, kind))
+            for kind, secret_id in zip(specs.SECRET_FILES, ids)
+        }
 
-    async def remove_secret(self, secret_id, name, attempts=20):
-        for attempt in range(attempts):
-            try:
-                await self.docker_call("remove_secret", secret_id)
-                self.log.debug("Secret %s removed", name)
-                return
-            except NotFound:
-                return
-            except APIError as exc:
-                # 400 "secret is in use" until its services are gone
-                if attempt == attempts - 1:
-                    self.log.warning("Failed to remove secret %s: %s", name, exc)
-                    return
-                await asyncio.sleep(0.25)
+    async def create_secret(self, cluster, kind):
+        return await self.swarm.create_secret(
+            self.naming.secret(cluster.name, kind),
+            self._secret_data(cluster, kind),
+            self.naming.secret_labels(cluster.name, cluster.username, kind),
+        )
 
-    async def create_service(self, spec):
-        try:
-            resp = await self.docker_call("create_service", **spec)
-            return resp["ID"]
-        except APIError as exc:
-            if exc.status_code != 409:
-                raise
-            # Created by an earlier attempt for this same object.
-            return (await self.docker_call("inspect_service", spec["name"]))["ID"]
-
-    async def remove_service(self, service, name=None):
-        try:
-            await self.docker_call("remove_service", service)
-            self.log.debug("Service %s removed", name or service)
-        except NotFound:
-            pass
-
-    async def list_services(self, filters):
-        return await self.docker_call("services", filters=filters, status=False)
-
-    async def list_tasks(self, service_ids):
-        """All tasks of the given services, from one API call.
-
-        The daemon's ``service`` filter fails as a whole if one service is
-        gone, so the tasks are listed once and matched here.
-        """
-        if not service_ids:
-            return []
-        service_ids = set(service_ids)
-        tasks = await self.docker_call("tasks")
-        return [t for t in tasks if t.get("ServiceID") in service_ids]
-
-    async def wait_tasks_gone(self, service_ids, timeout):
-        """Wait until no task of the services is left but terminal ones."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            tasks = await self.list_tasks(service_ids)
-            alive = [
-                t for t in tasks if t["Status"]["State"] not in swarm_tasks.TERMINAL_TASK_STATES
-            ]
-            if not alive or loop.time() > deadline:
-                return not alive
-            await asyncio.sleep(0.2)
+    async def remove_secrets(self, cluster_name):
+        secrets = await self.swarm.secrets(self.naming.cluster_filter(cluster_name))
+        await asyncio.gather(
+            *(self.swarm.remove_secret(s["ID"], s["Spec"]["Name"]) for s in secrets)
+        )
 
     # ------------------------------------------------------------------
     # DBBackendBase interface
@@ -613,12 +440,12 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
                 + " or ".join(prefixes)
             )
         try:
-            await self.docker_call("inspect_distribution", image)
+            await self.swarm.call("inspect_distribution", image)
             return
         except APIError as exc:
             reason = exc.explanation or str(exc)
         try:
-            await self.docker_call("inspect_image", image)
+            await self.swarm.call("inspect_image", image)
         except NotFound:
             raise PublicException(
                 f"image: {image} is in no registry the fleet can reach and not on "
@@ -631,72 +458,55 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         state = {"secrets": {k: list(v) for k, v in secrets.items()}, "image": cluster.config.image}
         yield state
         spec = self.scheduler_service_spec(cluster, secrets)
-        service_id = await self.create_service(spec)
+        service_id = await self.swarm.create_service(spec)
         self.log.info(
             "Scheduler service %s for cluster %s created", spec["name"], cluster.name
         )
         yield dict(state, service_id=service_id, service_name=spec["name"])
 
     async def do_stop_cluster(self, cluster):
-        """Stop workers, then the scheduler, then remove the secrets.
+        """Close the scheduler, remove the cluster's services, then its secrets.
 
-        The scheduler is first asked to retire its workers, so they exit at
-        once instead of waiting for Swarm to stop their containers; then the
-        worker services are removed and, once no worker task runs any more
-        (at most ``stop_timeout``), the scheduler service and the secrets.
+        A scheduler that is asked to close (see ``scheduler_preload``) closes
+        its workers and exits, so every process ends within about a second;
+        Swarm removes the containers a few seconds later. The services are
+        removed at once: one Swarm left running (the request failed) is
+        stopped by Swarm itself, within ``stop_grace_period``.
         """
-        await self.retire_workers(cluster)
-        services = await self.list_services(self.naming.cluster_filter(cluster.name))
-        role = self.naming.label("role")
-        workers = [s for s in services if s["Spec"]["Labels"].get(role) == "worker"]
-        others = [s for s in services if s not in workers]
-        await self.remove_services(workers)
-        if workers and not await self.wait_tasks_gone(
-            [s["ID"] for s in workers], self.stop_timeout
-        ):
-            self.log.warning("Workers of cluster %s still running", cluster.name)
-        await self.remove_services(others)
+        await self.close_scheduler(cluster)
+        services = await self.swarm.services(self.naming.cluster_filter(cluster.name))
+        await self.swarm.remove_services(services)
+        # Possible as soon as no service refers to them.
         await self.remove_secrets(cluster.name)
-        self.log.info(
-            "Removed %d worker services and the scheduler of cluster %s",
-            len(workers),
-            cluster.name,
-        )
+        self.log.info("Removed the %d services of cluster %s", len(services), cluster.name)
 
-    async def retire_workers(self, cluster, timeout=3):
-        """Ask a running scheduler to retire all its workers (best effort)."""
-        if not cluster.api_address or not any(
-            w.status < JobStatus.STOPPED for w in cluster.workers.values()
-        ):
+    async def close_scheduler(self, cluster, timeout=3):
+        """Ask a running scheduler to close its workers and itself (best effort)."""
+        if not cluster.api_address:
             return
         try:
             async with asyncio.timeout(timeout):
                 await self.session.post(
                     cluster.api_address + "/api/comm",
-                    json={"op": "scale", "count": 0},
+                    json={"op": "close"},
                     headers={"Authorization": "token %s" % cluster.token},
                     raise_for_status=True,
                 )
         except Exception as exc:
-            self.log.debug("Could not retire workers of %s: %r", cluster.name, exc)
-
-    async def remove_services(self, services):
-        await asyncio.gather(
-            *(self.remove_service(s["ID"], s["Spec"]["Name"]) for s in services)
-        )
+            self.log.debug("Could not close the scheduler of %s: %r", cluster.name, exc)
 
     async def do_start_worker(self, worker):
         secrets = {k: tuple(v) for k, v in worker.cluster.state["secrets"].items()}
         spec = self.worker_service_spec(worker, secrets)
         yield {"service_name": spec["name"]}
-        service_id = await self.create_service(spec)
+        service_id = await self.swarm.create_service(spec)
         self.log.debug("Worker service %s created", spec["name"])
         yield {"service_name": spec["name"], "service_id": service_id}
 
     async def do_stop_worker(self, worker):
         name = worker.state.get("service_id") or worker.state.get("service_name")
         if name:
-            await self.remove_service(name, worker.state.get("service_name"))
+            await self.swarm.remove_service(name, worker.state.get("service_name"))
 
     async def do_check_clusters(self, clusters):
         return await self.check_services(clusters, "cluster")
@@ -738,7 +548,7 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         (all, and by service ID), from two Docker calls."""
         ids = {o.state.get("service_id") for o in objs} - {None}
         services, tasks = await asyncio.gather(
-            self.list_services(self.naming.gateway_filter()), self.list_tasks(ids)
+            self.swarm.services(self.naming.gateway_filter()), self.swarm.tasks_of(ids)
         )
         by_service = collections.defaultdict(list)
         for t in tasks:
@@ -768,41 +578,37 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         if not objs:
             return
         existing, _, by_service = await self.service_tasks(objs)
-        failed = {"cluster": [], "worker": []}
+        lost = []
+        nodes = {}
         for obj in objs:
             service_id = obj.state["service_id"]
             verdict = swarm_tasks.judge_running(by_service.get(service_id, []), service_id in existing)
-            # A stop may have begun while Docker was asked.
-            if verdict.alive or obj.target != JobStatus.RUNNING:
+            if verdict.alive:
                 continue
             reason = verdict.reason
-            if verdict.stopped_on_node:
-                reason = f"{reason}: {await self.describe_node(verdict.stopped_on_node)}"
-            kind = "cluster" if obj in clusters else "worker"
-            failed[kind].append(obj)
-            self.report_lost(obj, kind, reason)
-        self.db.update_clusters([(c, {"target": JobStatus.FAILED}) for c in failed["cluster"]])
-        self.db.update_workers([(w, {"target": JobStatus.FAILED}) for w in failed["worker"]])
-        for obj in failed["cluster"] + failed["worker"]:
+            node_id = verdict.stopped_on_node
+            if node_id:
+                if node_id not in nodes:
+                    nodes[node_id] = await self.swarm.describe_node(node_id)
+                reason = f"{reason}: {nodes[node_id]}"
+            lost.append((obj, reason))
+        # Only after the last await: a stop that began while Docker was
+        # asked must not be overwritten with a failure.
+        lost = [(o, r) for o, r in lost if o.target == JobStatus.RUNNING]
+        lost_clusters = [(c, r) for c, r in lost if c in clusters]
+        lost_workers = [(w, r) for w, r in lost if w not in clusters]
+        for cluster, reason in lost_clusters:
+            self.log.warning("Scheduler of running cluster %s lost: %s", cluster.name, reason)
+            self.keep_failure_reason(cluster.name, reason)
+        for worker, reason in lost_workers:
+            self.log.warning(
+                "Worker %s of cluster %s lost, replacing it: %s", worker.name, worker.cluster.name, reason
+            )
+            self.lost_workers[worker.cluster.name].add(worker.name)
+        self.db.update_clusters([(c, {"target": JobStatus.FAILED}) for c, _ in lost_clusters])
+        self.db.update_workers([(w, {"target": JobStatus.FAILED}) for w, _ in lost_workers])
+        for obj, _ in lost:
             self.queue.put(obj)
-
-    async def describe_node(self, node_id):
-        """``node <hostname> is <state>, availability <availability>``."""
-        try:
-            node = await self.docker_call("inspect_node", node_id)
-        except NotFound:
-            return f"node {node_id} has left the swarm"
-        return "node {} is {}, availability {}".format(
-            node["Description"]["Hostname"], node["Status"]["State"], node["Spec"]["Availability"]
-        )
-
-    def report_lost(self, obj, kind, reason):
-        if kind == "cluster":
-            self.log.warning("Scheduler of running cluster %s lost: %s", obj.name, reason)
-            self.keep_failure_reason(obj.name, reason)
-        else:
-            self.log.warning("Worker %s of cluster %s lost, replacing it: %s", obj.name, obj.cluster.name, reason)
-            self.lost_workers[obj.cluster.name].add(obj.name)
 
     def track_stuck_tasks(self, tasks, kind):
         """Note when each unplaceable task was first seen; its age, as a function."""
@@ -899,8 +705,8 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
 
     async def sweep_orphans(self):
         """Remove this gateway's services and secrets that belong to no live cluster."""
-        services = await self.list_services(self.naming.gateway_filter())
-        secrets = await self.docker_call("secrets", filters=self.naming.gateway_filter())
+        services = await self.swarm.services(self.naming.gateway_filter())
+        secrets = await self.swarm.secrets(self.naming.gateway_filter())
         # The database is read after listing: anything created after the
         # listing is not in it, anything listed was recorded before.
         live_clusters, live_workers = self.live_objects()
@@ -915,14 +721,13 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
                 and labels.get(key_worker) not in live_workers
             ):
                 orphans.append(s)
-        workers = [s for s in orphans if s["Spec"]["Labels"].get(key_role) == "worker"]
-        await self.remove_services(workers)
-        await self.remove_services([s for s in orphans if s not in workers])
+        await self.swarm.remove_services(orphans)
         orphan_secrets = [
             s for s in secrets if s["Spec"]["Labels"].get(key_cluster) not in live_clusters
         ]
-        for s in orphan_secrets:
-            await self.remove_secret(s["ID"], s["Spec"]["Name"])
+        await asyncio.gather(
+            *(self.swarm.remove_secret(s["ID"], s["Spec"]["Name"]) for s in orphan_secrets)
+        )
         self.log.log(
             logging.INFO if orphans or orphan_secrets else logging.DEBUG,
             "Swept %d orphaned services and %d orphaned secrets",

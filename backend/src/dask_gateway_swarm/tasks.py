@@ -41,6 +41,9 @@ class Verdict:
     stopped_on_node: str = ""
 
 
+SERVICE_REMOVED = Verdict(False, "its Swarm service was removed")
+
+
 def is_capacity_reason(err):
     return any(reason in err for reason in CAPACITY_REASONS)
 
@@ -59,7 +62,7 @@ def judge(tasks, service_exists, stuck_for, unplaceable_timeout):
     seconds, unless it only waits for capacity.
     """
     if not service_exists:
-        return Verdict(False, "its Swarm service was removed")
+        return SERVICE_REMOVED
     live = [t for t in tasks if t["Status"]["State"] not in TERMINAL_TASK_STATES]
     if tasks and not live:
         return Verdict(False, ended(newest(tasks)))
@@ -83,7 +86,7 @@ def judge_running(tasks, service_exists):
     verdict then names that node's ID, for the caller to describe.
     """
     if not service_exists:
-        return Verdict(False, "its Swarm service was removed")
+        return SERVICE_REMOVED
     if not tasks:
         return Verdict(True)
     task = newest(tasks)

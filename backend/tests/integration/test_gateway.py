@@ -124,7 +124,9 @@ def test_core_path_compute_dashboard_secrets_shutdown(gateway, swarm):
             for line in filter(None, modes):
                 assert line.split()[1:] == ["400", "1000"], line
 
-            # Shutdown: workers removed before the scheduler, nothing left.
+            # Shutdown: the scheduler, asked to close, closes its workers
+            # and exits; each process ends by itself (exit code 0), none is
+            # killed by Swarm; then nothing is left.
             since = time.time() - 1
             close_cluster(cluster, shutdown=True)
             wait_for(
@@ -132,18 +134,18 @@ def test_core_path_compute_dashboard_secrets_shutdown(gateway, swarm):
                 60,
                 message=f"cluster {name} objects to be removed",
             )
-            removed = [
-                e["Actor"]["Attributes"]["name"]
+            events = [
+                (e["Action"], e["Actor"]["Attributes"])
                 for e in swarm.events(
                     since=since,
                     until=time.time() + 1,
                     decode=True,
-                    filters={"type": "service", "event": "remove"},
+                    filters={"type": "container", "event": ["kill", "die"]},
                 )
                 if e["Actor"]["Attributes"].get("name", "").startswith(f"dask-{name}")
             ]
-            assert len(removed) == 3
-            assert removed[-1] == f"dask-{name}", removed
+            assert [a for a, _ in events].count("die") == 3, events
+            assert all(a == "die" and attrs["exitCode"] == "0" for a, attrs in events), events
 
 
 def _pem_body(pem):

@@ -13,6 +13,7 @@ import pytest
 from dask_gateway_server.backends.db_base import DataManager, JobStatus
 
 from dask_gateway_swarm import SwarmBackend, SwarmClusterConfig, specs
+from dask_gateway_swarm.swarm import SwarmClient
 
 GIB = 2**30
 
@@ -126,6 +127,16 @@ async def test_scheduler_advertises_service_name_on_fixed_ports(backend):
     wcmd = backend.worker_service_spec(worker, secrets)["task_template"]["ContainerSpec"]["Command"]
     assert wcmd[2] == f"tls://dask-{cluster.name}:8786"
     assert wcmd[wcmd.index("--name") + 1] == worker.name
+    # The gateway proxies no worker dashboard: none is started.
+    assert "--no-dashboard" in wcmd and "--dashboard-address" not in wcmd
+
+
+async def test_worker_dashboard_on_request(backend):
+    cluster, secrets = make_cluster(backend, worker_dashboard=True)
+    worker = backend.db.create_worker(cluster)
+    wcmd = backend.worker_service_spec(worker, secrets)["task_template"]["ContainerSpec"]["Command"]
+    assert wcmd[wcmd.index("--dashboard-address") + 1] == ":8787"
+    assert "--no-dashboard" not in wcmd
 
 
 async def test_cores_and_memory_map_to_reservations_limits_threads(backend):
@@ -268,18 +279,28 @@ def test_encrypt_key_shape_for_persistent_db():
         SwarmBackend(db_url="sqlite:////tmp/x.sqlite", db_encrypt_keys=[])
 
 
-class FakeDocker:
-    """Records Docker API calls; answers ``services`` and ``tasks`` with canned ones."""
+class FakeEngine:
+    """Stands in for ``docker.APIClient``: records the calls, answers ``services``
+    and ``tasks`` with canned ones."""
 
     def __init__(self, tasks, services=None):
-        self.tasks = tasks
-        self.services = [{"ID": s} for s in (services if services is not None else {t["ServiceID"] for t in tasks})]
+        self.task_list = tasks
+        self.service_list = [
+            {"ID": s} for s in (services if services is not None else {t["ServiceID"] for t in tasks})
+        ]
         self.calls = []
 
-    async def __call__(self, method, *args, **kwargs):
-        self.calls.append(method)
-        assert method in ("services", "tasks")
-        return self.services if method == "services" else self.tasks
+    def services(self, **kwargs):
+        self.calls.append("services")
+        return self.service_list
+
+    def tasks(self, **kwargs):
+        self.calls.append("tasks")
+        return self.task_list
+
+
+def use_engine(backend, engine):
+    backend.swarm = SwarmClient(None, None, 1, lambda method, seconds: None, api=engine)
 
 
 def task(service_id, state):
@@ -293,20 +314,19 @@ async def test_status_checks_are_one_bulk_query(backend):
     for i, w in enumerate(workers):
         backend.db.update_worker(w, state={"service_id": f"svc{i}", "service_name": f"n{i}"})
     tasks = [task(f"svc{i}", s) for i, s in states.items() if s] + [task("other", "running")]
-    fake = FakeDocker(tasks, services=[f"svc{i}" for i in range(5)])
-    backend.docker_call = fake
+    fake = FakeEngine(tasks, services=[f"svc{i}" for i in range(5)])
+    use_engine(backend, fake)
     result = await backend.do_check_workers(workers)
     # running/pending ok; failed/rejected not; no task yet (just created) ok
     assert result == [True, True, False, True, False]
     assert sorted(fake.calls) == ["services", "tasks"]
     # A service that is gone has failed, whatever its tasks said.
-    fake.services = [{"ID": "svc1"}]
+    fake.service_list = [{"ID": "svc1"}]
     assert await backend.do_check_workers(workers[:2]) == [False, True]
 
 
 async def test_status_check_without_service_is_failed(backend):
     cluster, _ = make_cluster(backend)
     backend.db.update_cluster(cluster, state={})
-    fake = FakeDocker([])
-    backend.docker_call = fake
+    use_engine(backend, FakeEngine([]))
     assert await backend.do_check_clusters([cluster]) == [False]
