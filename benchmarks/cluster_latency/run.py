@@ -9,8 +9,9 @@ round and reported as its median, min and max:
 - new_cluster() until the cluster is ready (the call returns),
 - scale(4) until 4 workers are connected,
 - 10,000 tiny tasks through the gateway (client.map + gather),
-- shutdown until everything is gone (Swarm: no container with the cluster's
-  labels; local: the cluster reported stopped and its processes gone),
+- shutdown until every process has ended (Swarm: no running container with
+  the cluster's labels) and until everything is gone (Swarm: no container
+  with them at all; local: both are the cluster no longer being listed),
 
 for the Swarm backend (gateway as a Swarm service from the image, as in the
 integration tests) and for the local-process backend (UnsafeLocalBackend in a
@@ -73,8 +74,8 @@ def wait_until(predicate, timeout, interval=0.05):
         time.sleep(interval)
 
 
-def one_gateway_round(address, password, gone, options):
-    """One create/scale/compute/shutdown cycle; returns the four timings."""
+def one_gateway_round(address, password, stopped, gone, options):
+    """One create/scale/compute/shutdown cycle; returns its timings."""
     gw = Gateway(address, auth=BasicAuth("bench", password))
     cluster = client = None
     try:
@@ -96,10 +97,12 @@ def one_gateway_round(address, password, gone, options):
         t0 = time.perf_counter()
         c, cluster = cluster, None
         close_cluster(c, shutdown=True)
+        wait_until(lambda: stopped(name), 120)
+        t_stopped = time.perf_counter() - t0
         wait_until(lambda: gone(name), 120)
-        t_shutdown = time.perf_counter() - t0
+        t_gone = time.perf_counter() - t0
         return {"new_cluster": t_new, "scale4": t_scale, "tasks10k": t_tasks,
-                "shutdown": t_shutdown}
+                "stopped": t_stopped, "shutdown": t_gone}
     finally:
         if client is not None:
             call(client.close, timeout=30)
@@ -124,12 +127,17 @@ def swarm_backend():
     try:
         deployment.deploy()
 
-        def gone(name):
+        def containers(name, all):
             flt = {"label": [f"{harness.GATEWAY_LABEL}={deployment.gateway_id}",
                              f"{harness.LABEL_PREFIX}.cluster={name}"]}
-            return not client.api.containers(all=True, filters=flt)
+            return client.api.containers(all=all, filters=flt)
 
-        yield lambda: one_gateway_round(deployment.address, deployment.password, gone, WORKER_OPTIONS)
+        yield lambda: one_gateway_round(
+            deployment.address, deployment.password,
+            lambda name: not containers(name, all=False),
+            lambda name: not containers(name, all=True),
+            WORKER_OPTIONS,
+        )
     finally:
         deployment.remove()
         if initialised:
@@ -184,7 +192,7 @@ def local_backend():
             finally:
                 close_gateway(gw)
 
-        yield lambda: one_gateway_round(address, password, gone, {})
+        yield lambda: one_gateway_round(address, password, gone, gone, {})
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -253,6 +261,7 @@ def table(results):
         ("new_cluster() to ready", "new_cluster", "startup"),
         ("scale(4) to 4 workers", "scale4", None),
         ("10,000 tiny tasks", "tasks10k", "tasks10k"),
+        ("shutdown to all stopped", "stopped", None),
         ("shutdown to all gone", "shutdown", None),
     ]
     cols = ["swarm", "local", "localcluster"]
