@@ -396,3 +396,8 @@ def assert_no_secret_printed(run: subprocess.CompletedProcess, *secrets: str) ->
     output = run.stdout + run.stderr
     assert "PLAY RECAP" in output
     assert not [s for s in secrets if s in output], "the rerun printed a secret"
+
+
+def gateway_log(fleet: Fleet, stack: str) -> str:
+    """The gateway's log as an operator reads it: every task's, without the task prefix."""
+    return fleet.first_manager.host.check_output(f"docker service logs --raw {stack}_gateway 2>&1")

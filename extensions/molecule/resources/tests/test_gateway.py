@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import Fleet
+from conftest import Fleet, gateway_log
 
 # The client helpers of the backend's integration tests: a timeout on every
 # blocking call, and Gateway/cluster objects closed exactly once.
@@ -125,6 +125,15 @@ def test_no_secret_in_the_gateway_service(gateway_vars, fleet_secrets: dict[str,
     assert mount in spec, f"the gateway service does not mount the {mount} secret"
     shown = [what for what, value in fleet_secrets.items() if value in spec]
     assert not shown, f"docker service inspect shows: {shown}"
+
+
+def test_the_gateway_log_is_plain_text_without_secrets(gateway_vars, fleet_secrets: dict[str, str], fleet: Fleet) -> None:
+    """What an operator reads with ``docker service logs``: no terminal colour codes, no secret."""
+    log = gateway_log(fleet, gateway_vars["gateway_stack_name"])
+    assert "Swarm backend using network" in log, log[-2000:]
+    assert "\x1b[" not in log, "the gateway log holds terminal colour codes: " + repr(log[-500:])
+    shown = [what for what, value in fleet_secrets.items() if value in log]
+    assert not shown, f"the gateway log shows: {shown}"
 
 
 @pytest.mark.fleet_var("gateway_tls", "provided")

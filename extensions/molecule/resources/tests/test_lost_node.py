@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Fleet, worker_tasks
+from conftest import Fleet, gateway_log, worker_tasks
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
@@ -38,10 +38,6 @@ REPLACED_WITHIN = 90
 
 def docker(*args: str) -> None:
     subprocess.run(["docker", *args], check=True, capture_output=True, timeout=60)
-
-
-def gateway_log(fleet: Fleet, stack: str) -> str:
-    return fleet.first_manager.host.check_output(f"docker service logs --raw {stack}_gateway 2>&1")
 
 
 def node_state(fleet: Fleet, node_id: str) -> str:
