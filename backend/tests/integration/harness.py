@@ -121,7 +121,6 @@ c.DaskGateway.backend_class = "dask_gateway_swarm.SwarmBackend"
 c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
 c.SimpleAuthenticator.password = _secret("gateway-password")
 c.DaskGateway.log_level = "INFO"
-c.DaskGateway.log_format = "[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s] %(message)s"
 c.Proxy.address = ":8000"
 c.Proxy.log_level = "warn"
 
