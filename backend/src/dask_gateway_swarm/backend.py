@@ -411,10 +411,7 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         )
 
     async def remove_secrets(self, cluster_name):
-        secrets = await self.swarm.secrets(self.naming.cluster_filter(cluster_name))
-        await asyncio.gather(
-            *(self.swarm.remove_secret(s["ID"], s["Spec"]["Name"]) for s in secrets)
-        )
+        await self.swarm.remove_secrets(await self.swarm.secrets(self.naming.cluster_filter(cluster_name)))
 
     # ------------------------------------------------------------------
     # DBBackendBase interface
@@ -725,9 +722,7 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         orphan_secrets = [
             s for s in secrets if s["Spec"]["Labels"].get(key_cluster) not in live_clusters
         ]
-        await asyncio.gather(
-            *(self.swarm.remove_secret(s["ID"], s["Spec"]["Name"]) for s in orphan_secrets)
-        )
+        await self.swarm.remove_secrets(orphan_secrets)
         self.log.log(
             logging.INFO if orphans or orphan_secrets else logging.DEBUG,
             "Swept %d orphaned services and %d orphaned secrets",

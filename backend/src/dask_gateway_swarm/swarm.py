@@ -75,6 +75,10 @@ class SwarmClient:
                     return
                 await asyncio.sleep(0.25)
 
+    async def remove_secrets(self, secrets):
+        """Remove the listed secrets (as ``secrets()`` returns them), all at once."""
+        await asyncio.gather(*(self.remove_secret(s["ID"], s["Spec"]["Name"]) for s in secrets))
+
     # Services and tasks
 
     async def create_service(self, spec):
