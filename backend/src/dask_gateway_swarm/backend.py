@@ -13,7 +13,7 @@ from dask_gateway_server.models import ClusterStatus
 from dask_gateway_server.traitlets import Type
 from dask_gateway_server.utils import timestamp
 
-from . import specs
+from . import placement, specs
 from . import tasks as swarm_tasks
 from .config import SwarmClusterConfig
 from .limits import UserLimitsMixin
@@ -366,16 +366,20 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
                 config.worker_memory,
                 config.worker_memory_limit,
             ),
-            placement=specs.worker_placement(
-                self.worker_node_label,
-                self.node_pool_label,
-                config.get("node_pool") or None,
-                config.get("worker_constraints") or (),
-            ),
+            placement=self.worker_placement(cluster),
             secrets=self.secret_references(secrets),
             user=self.container_user,
             stop_grace_period=self.stop_grace_period,
             node_slot_port=self.one_worker_per_node_port or None,
+        )
+
+    def worker_placement(self, cluster):
+        config = cluster.config
+        return specs.worker_placement(
+            self.worker_node_label,
+            self.node_pool_label,
+            config.get("node_pool") or None,
+            config.get("worker_constraints") or (),
         )
 
     def secret_references(self, secrets):
@@ -491,6 +495,41 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
                 )
         except Exception as exc:
             self.log.debug("Could not close the scheduler of %s: %r", cluster.name, exc)
+
+    async def forward_message_to_scheduler(self, cluster, msg):
+        """Upstream's, but a scale or adapt that no node could ever serve is
+        refused with Swarm's reason, and a cluster that is not running says
+        why it failed (the stock client raises GatewayClusterError on both).
+
+        Upstream forwards the request and returns; the workers it asks for
+        are created later, and their placement failures would reach only
+        the gateway's log.
+        """
+        if cluster.status == ClusterStatus.FAILED and cluster.name in self.failure_reasons:
+            raise PublicException(
+                f"cluster {cluster.name} is not running: it failed: {self.failure_reasons[cluster.name]}"
+            )
+        if cluster.status == ClusterStatus.RUNNING and _wants_workers(msg):
+            reason = await self.never_placed_reason(cluster)
+            if reason:
+                self.log.info("Refused to %s cluster %s: %s", msg["op"], cluster.name, reason)
+                raise PublicException(f"cluster {cluster.name} cannot get workers: {reason}")
+        await super().forward_message_to_scheduler(cluster, msg)
+
+    async def never_placed_reason(self, cluster):
+        """Why no node of the swarm could ever run a worker of ``cluster``; "" if one could."""
+        config = cluster.config
+        try:
+            return placement.never_placed_reason(
+                await self.swarm.nodes(),
+                self.worker_placement(cluster)["constraints"],
+                int(config.worker_cores * 1e9),
+                int(config.worker_memory),
+            )
+        except (APIError, ValueError) as exc:
+            # Not a reason to refuse: Swarm judges the workers when they exist.
+            self.log.warning("Could not check where cluster %s's workers may run: %s", cluster.name, exc)
+            return ""
 
     async def do_start_worker(self, worker):
         secrets = {k: tuple(v) for k, v in worker.cluster.state["secrets"].items()}
@@ -628,8 +667,11 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
             self.log.warning("%s failed: %s", what, verdict.reason)
             self.metrics.count_failure(kind)
             self.waiting_logged.discard(obj.name)
-            if kind == "cluster":
-                self.keep_failure_reason(cluster.name, verdict.reason)
+            # A worker's too: after worker_start_failure_limit of them,
+            # upstream fails the cluster.
+            self.keep_failure_reason(
+                cluster.name, verdict.reason if kind == "cluster" else f"its worker {obj.name} failed: {verdict.reason}"
+            )
         elif verdict.waiting_for_capacity:
             if obj.name not in self.waiting_logged:
                 self.waiting_logged.add(obj.name)
@@ -732,3 +774,12 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
         return [s["Spec"]["Name"] for s in orphans], [
             s["Spec"]["Name"] for s in orphan_secrets
         ]
+
+
+def _wants_workers(msg):
+    """Whether a message for the scheduler asks for workers: scale to some, or adapt up to some."""
+    if msg.get("op") == "scale":
+        return msg.get("count", 0) > 0
+    if msg.get("op") == "adapt":
+        return msg.get("maximum") is None or msg["maximum"] > 0
+    return False

@@ -120,6 +120,9 @@ class SwarmClient:
 
     # Nodes
 
+    async def nodes(self):
+        return await self.call("nodes")
+
     async def describe_node(self, node_id):
         """``node <hostname> is <state>, availability <availability>``."""
         try:

@@ -11,6 +11,7 @@ engine, and other test runs, are never touched.
 """
 
 import base64
+import contextlib
 import os
 import secrets
 import socket
@@ -99,6 +100,31 @@ def restore_node_label(client, label, previous):
         labels[label] = previous
     spec["Labels"] = labels
     node.update(spec)
+
+
+def set_availability(client, availability):
+    node = client.nodes.get(client.info()["Swarm"]["NodeID"])
+    spec = node.attrs["Spec"]
+    if spec.get("Availability") != availability:
+        spec["Availability"] = availability
+        node.update(spec)
+
+
+@contextlib.contextmanager
+def unavailable_pool(client, pool, label="dask.pool"):
+    """This node carries the node pool's label but takes no new tasks (paused).
+
+    A worker of that pool passes the gateway's scale-time check (a node of
+    the pool exists) and Swarm cannot place it, as when the pool's nodes are
+    down. What already runs here keeps running.
+    """
+    previous = ensure_node_label(client, label, pool)
+    try:
+        set_availability(client, "pause")
+        yield
+    finally:
+        set_availability(client, "active")
+        restore_node_label(client, label, previous)
 
 
 def free_port():

@@ -16,11 +16,15 @@ from dask_gateway import GatewayClusterError
 import harness
 
 SWEEP_PERIOD = 3.0
+# Worker sizes up to far more cores than any node here has.
+MAX_WORKER_CORES = 1024
 # Heartbeats as the role deploys the gateway (upstream's 15 s): a dead
 # scheduler must be noticed through Swarm, not when heartbeats stop (30 s).
-GATEWAY_SETTINGS = dict(orphan_sweep_period=SWEEP_PERIOD, heartbeat=15)
+GATEWAY_SETTINGS = dict(orphan_sweep_period=SWEEP_PERIOD, heartbeat=15, max_worker_cores=MAX_WORKER_CORES)
 # Swarm's own words for a task no node may take.
 NO_NODE = r"Swarm cannot place it: no suitable node \(scheduling constraints not satisfied on \d+ nodes?\)"
+# ... and for one whose only eligible node takes no new tasks.
+NODE_UNAVAILABLE = r"Swarm cannot place it: no suitable node \(1 node not available for new tasks\)"
 
 
 def log_line(deployment, pattern):
@@ -28,26 +32,54 @@ def log_line(deployment, pattern):
     return next((line for line in deployment.logs(tail=500).splitlines() if re.search(pattern, line)), None)
 
 
-def test_unplaceable_worker_fails_and_is_not_replaced_forever(gateway, report):
-    with open_gateway(gateway) as gw:
+@pytest.mark.parametrize(
+    "options, reason",
+    [
         # No node carries the arm64 pool's label.
-        with open_cluster(gw, node_pool="arm64") as cluster:
-            name = cluster.name
-            started = time.monotonic()
+        ({"node_pool": "arm64"}, r"no suitable node \(scheduling constraints not satisfied on 1 node\): "
+         r"no node has node\.labels\.dask\.worker==true and node\.labels\.dask\.pool==arm64"),
+        ({"worker_cores": MAX_WORKER_CORES, "worker_cores_limit": MAX_WORKER_CORES}, rf"no suitable node \(insufficient resources on 1 node\): "
+         rf"each reserves {MAX_WORKER_CORES} cores and 768 MiB, and the node it may use has at most \d+ cores and [\d.]+ [GM]iB"),
+    ],
+    ids=["labels", "size"],
+)
+def test_a_scale_no_node_could_serve_is_refused_with_swarms_reason(gateway, swarm, options, reason, report):
+    with open_gateway(gateway) as gw, open_cluster(gw, **options) as cluster:
+        started = time.monotonic()
+        with pytest.raises(GatewayClusterError, match=rf"^cluster {cluster.name} cannot get workers: {reason}$"):
+            call(cluster.scale, 2)
+        report(f"unplaceable scale refused after {time.monotonic() - started:.2f} s")
+        assert log_line(gateway, rf"Refused to scale cluster {cluster.name}: {reason}")
+        # Nothing was asked of Swarm.
+        assert not swarm.api.services(filters=gateway.cluster_filter(cluster.name, role="worker"))
+
+
+def test_a_worker_swarm_cannot_place_fails_and_is_not_replaced_forever(gateway, swarm, report):
+    with open_gateway(gateway) as gw, open_cluster(gw, node_pool="arm64") as cluster, harness.unavailable_pool(
+        swarm, "arm64"
+    ):
+        name = cluster.name
+        started = time.monotonic()
+        call(cluster.scale, 1)
+        line = wait_for(
+            lambda: log_line(gateway, rf"Worker \S+ of cluster {name} failed: {NODE_UNAVAILABLE}"),
+            60,
+            interval=1,
+            message="the gateway to log why the worker cannot start",
+        )
+        report(f"unplaceable worker reported after {time.monotonic() - started:.1f} s: {line}")
+        # Each such worker is a start failure: after worker_start_failure_limit
+        # (upstream's 3) the cluster fails, instead of a new worker a minute forever.
+        wait_for(lambda: cluster_status(gw, name) == "FAILED", 120, interval=1, message=f"cluster {name} to fail")
+        report(f"cluster failed after {time.monotonic() - started:.1f} s")
+        created = [line for line in gateway.logs(tail=500).splitlines() if re.search(rf"Created worker \S+ for cluster {name}", line)]
+        assert 1 <= len(created) <= 3, created
+        # The caller learns why from its next request.
+        with pytest.raises(
+            GatewayClusterError,
+            match=rf"^cluster {name} is not running: it failed: its worker \S+ failed: {NODE_UNAVAILABLE}$",
+        ):
             call(cluster.scale, 1)
-            line = wait_for(
-                lambda: log_line(gateway, rf"Worker \S+ of cluster {name} failed: {NO_NODE}"),
-                60,
-                interval=1,
-                message="the gateway to log why the worker cannot start",
-            )
-            report(f"unplaceable worker reported after {time.monotonic() - started:.1f} s: {line}")
-            # Each such worker is a start failure: after worker_start_failure_limit
-            # (upstream's 3) the cluster fails, instead of a new worker a minute forever.
-            wait_for(lambda: cluster_status(gw, name) == "FAILED", 120, interval=1, message=f"cluster {name} to fail")
-            report(f"cluster failed after {time.monotonic() - started:.1f} s")
-            created = [line for line in gateway.logs(tail=500).splitlines() if re.search(rf"Created worker \S+ for cluster {name}", line)]
-            assert 1 <= len(created) <= 3, created
 
 
 def test_unplaceable_scheduler_is_reported_to_the_client(swarm, image, report):

@@ -13,6 +13,8 @@ from clienthelpers import call, open_client, open_cluster, open_gateway, wait_fo
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+import harness
+
 USER = "alice"
 
 
@@ -75,11 +77,11 @@ def test_metrics_follow_a_cluster_from_start_to_stop(gateway):
     )
 
 
-def test_metrics_show_a_worker_swarm_cannot_place_and_its_failure(gateway):
+def test_metrics_show_a_worker_swarm_cannot_place_and_its_failure(gateway, swarm):
     before = samples(gateway)
     with open_gateway(gateway, user=USER) as gw:
-        # No node carries the arm64 pool's label.
-        with open_cluster(gw, node_pool="arm64") as cluster:
+        # Swarm cannot place the pool's workers: its only node is paused.
+        with open_cluster(gw, node_pool="arm64") as cluster, harness.unavailable_pool(swarm, "arm64"):
             call(cluster.scale, 1)
             pending = wait_for(
                 lambda: [

@@ -10,6 +10,7 @@ import os
 import re
 
 import pytest
+from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import DataManager, JobStatus
 
 from dask_gateway_swarm import SwarmBackend, SwarmClusterConfig, specs
@@ -283,8 +284,9 @@ class FakeEngine:
     """Stands in for ``docker.APIClient``: records the calls, answers ``services``
     and ``tasks`` with canned ones."""
 
-    def __init__(self, tasks, services=None):
+    def __init__(self, tasks, services=None, nodes=()):
         self.task_list = tasks
+        self.node_list = list(nodes)
         self.service_list = [
             {"ID": s} for s in (services if services is not None else {t["ServiceID"] for t in tasks})
         ]
@@ -297,6 +299,10 @@ class FakeEngine:
     def tasks(self, **kwargs):
         self.calls.append("tasks")
         return self.task_list
+
+    def nodes(self, **kwargs):
+        self.calls.append("nodes")
+        return self.node_list
 
 
 def use_engine(backend, engine):
@@ -330,3 +336,49 @@ async def test_status_check_without_service_is_failed(backend):
     backend.db.update_cluster(cluster, state={})
     use_engine(backend, FakeEngine([]))
     assert await backend.do_check_clusters([cluster]) == [False]
+
+
+def swarm_node(labels, cpus=2, memory=8 * GIB):
+    return {
+        "ID": "n1",
+        "Spec": {"Role": "manager", "Labels": labels},
+        "Description": {"Hostname": "n1", "Resources": {"NanoCPUs": int(cpus * 1e9), "MemoryBytes": memory}},
+    }
+
+
+@pytest.mark.parametrize(
+    "msg, config, refusal",
+    [
+        ({"op": "scale", "count": 2}, {"node_pool": "gpu"},
+         r"cannot get workers: no suitable node \(scheduling constraints not satisfied on 1 node\): "
+         r"no node has node.labels.dask.worker==true and node.labels.dask.pool==gpu$"),
+        ({"op": "adapt", "minimum": 0, "maximum": None}, {"worker_cores": 4},
+         r"cannot get workers: no suitable node \(insufficient resources on 1 node\): each reserves 4 cores"),
+    ],
+    ids=["labels", "size"],
+)
+async def test_scale_no_node_could_serve_is_refused_with_the_reason(backend, msg, config, refusal):
+    cluster, _ = make_cluster(backend, **config)
+    backend.db.update_cluster(cluster, status=JobStatus.RUNNING, target=JobStatus.RUNNING)
+    fake = FakeEngine([], nodes=[swarm_node({"dask.worker": "true"})])
+    use_engine(backend, fake)
+    with pytest.raises(PublicException, match=rf"^cluster {cluster.name} {refusal}"):
+        await backend.forward_message_to_scheduler(cluster.to_model(), msg)
+    assert fake.calls == ["nodes"]
+
+
+async def test_only_a_running_cluster_is_checked_and_a_failed_one_says_why(backend):
+    cluster, _ = make_cluster(backend)
+    fake = FakeEngine([], nodes=[])
+    use_engine(backend, fake)
+    # Not running yet: upstream's refusal, without asking Docker.
+    with pytest.raises(PublicException, match="is not running$"):
+        await backend.forward_message_to_scheduler(cluster.to_model(), {"op": "scale", "count": 2})
+    assert fake.calls == []
+    backend.db.update_cluster(cluster, status=JobStatus.FAILED, target=JobStatus.FAILED)
+    backend.keep_failure_reason(cluster.name, "its worker w1 failed: Swarm cannot place it: no suitable node")
+    with pytest.raises(
+        PublicException,
+        match=rf"^cluster {cluster.name} is not running: it failed: its worker w1 failed: Swarm cannot place it",
+    ):
+        await backend.forward_message_to_scheduler(cluster.to_model(), {"op": "scale", "count": 1})
