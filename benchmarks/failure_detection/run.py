@@ -28,8 +28,9 @@ TESTS = REPO / "backend" / "tests" / "integration" / "test_failures.py"
 
 # What each printed line measures, and the goal for it (seconds).
 CASES = [
+    (r"unplaceable scale refused after", "scale() no node could serve: caller's error", 15),
     (r"unplaceable worker reported after", "worker Swarm cannot place: reason in the log", 15),
-    (r"cluster failed after", "  ... its cluster failed (start failure limit)", None),
+    (r"cluster failed after", "  ... cluster failed, next request says why", None),
     (r"unplaceable scheduler reported to the client after", "scheduler Swarm cannot place: client's error", 15),
     (r"lost scheduler \(kill_container\) failed its cluster after", "running scheduler killed: cluster failed", 10),
     (r"lost scheduler \(remove_service\) failed its cluster after", "running scheduler's service removed", 10),
