@@ -781,5 +781,6 @@ def _wants_workers(msg):
     if msg.get("op") == "scale":
         return msg.get("count", 0) > 0
     if msg.get("op") == "adapt":
-        return msg.get("maximum") is None or msg["maximum"] > 0
+        # adapt(active=False) turns adaptivity off: never refused.
+        return msg.get("active", True) and (msg.get("maximum") is None or msg["maximum"] > 0)
     return False

@@ -367,6 +367,27 @@ async def test_scale_no_node_could_serve_is_refused_with_the_reason(backend, msg
     assert fake.calls == ["nodes"]
 
 
+@pytest.mark.parametrize(
+    "msg",
+    [{"op": "scale", "count": 0}, {"op": "adapt", "minimum": 0, "maximum": 0}, {"op": "adapt", "active": False}],
+    ids=["scale-0", "adapt-max-0", "adapt-off"],
+)
+async def test_asking_for_no_workers_is_not_checked(backend, msg):
+    cluster, _ = make_cluster(backend, node_pool="gpu")
+    backend.db.update_cluster(cluster, status=JobStatus.RUNNING, target=JobStatus.RUNNING)
+    fake = FakeEngine([], nodes=[swarm_node({"dask.worker": "true"})])
+    use_engine(backend, fake)
+    forwarded = []
+
+    async def post(url, **kwargs):
+        forwarded.append(kwargs["json"])
+
+    backend.session = type("Session", (), {"post": staticmethod(post)})()
+    await backend.forward_message_to_scheduler(cluster.to_model(), msg)
+    assert forwarded == [msg]
+    assert fake.calls == []
+
+
 async def test_only_a_running_cluster_is_checked_and_a_failed_one_says_why(backend):
     cluster, _ = make_cluster(backend)
     fake = FakeEngine([], nodes=[])
