@@ -360,17 +360,21 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
             env=self.get_worker_env(cluster),
             labels=self.naming.worker_labels(cluster.name, cluster.username, worker.name),
             network=self.network,
-            resources=specs.resources(
-                config.worker_cores,
-                config.worker_cores_limit,
-                config.worker_memory,
-                config.worker_memory_limit,
-            ),
+            resources=self.worker_resources(cluster),
             placement=self.worker_placement(cluster),
             secrets=self.secret_references(secrets),
             user=self.container_user,
             stop_grace_period=self.stop_grace_period,
             node_slot_port=self.one_worker_per_node_port or None,
+        )
+
+    def worker_resources(self, cluster):
+        config = cluster.config
+        return specs.resources(
+            config.worker_cores,
+            config.worker_cores_limit,
+            config.worker_memory,
+            config.worker_memory_limit,
         )
 
     def worker_placement(self, cluster):
@@ -518,13 +522,13 @@ class SwarmBackend(UserLimitsMixin, DBBackendBase):
 
     async def never_placed_reason(self, cluster):
         """Why no node of the swarm could ever run a worker of ``cluster``; "" if one could."""
-        config = cluster.config
+        reservations = self.worker_resources(cluster)["Reservations"]
         try:
             return placement.never_placed_reason(
                 await self.swarm.nodes(),
                 self.worker_placement(cluster)["constraints"],
-                int(config.worker_cores * 1e9),
-                int(config.worker_memory),
+                reservations["NanoCPUs"],
+                reservations["MemoryBytes"],
             )
         except (APIError, ValueError) as exc:
             # Not a reason to refuse: Swarm judges the workers when they exist.

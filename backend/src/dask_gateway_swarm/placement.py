@@ -94,10 +94,11 @@ def never_placed_reason(nodes, constraints, nano_cpus, memory_bytes):
         resources = node.get("Description", {}).get("Resources", {})
         return resources.get("NanoCPUs", 0), resources.get("MemoryBytes", 0)
 
-    if any(cpus >= nano_cpus and memory >= memory_bytes for cpus, memory in map(size, eligible)):
+    sizes = [size(n) for n in eligible]
+    if any(cpus >= nano_cpus and memory >= memory_bytes for cpus, memory in sizes):
         return ""
-    most_cpus = max(cpus for cpus, _ in map(size, eligible))
-    most_memory = max(memory for _, memory in map(size, eligible))
+    most_cpus = max(cpus for cpus, _ in sizes)
+    most_memory = max(memory for _, memory in sizes)
     return (
         f"no suitable node (insufficient resources on {_nodes(len(eligible))}): "
         f"each reserves {_cores(nano_cpus)} cores and {_bytes(memory_bytes)}, and the "

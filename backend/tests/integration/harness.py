@@ -77,9 +77,13 @@ def leave_swarm(client):
     client.swarm.leave(force=True)
 
 
+def this_node(client):
+    return client.nodes.get(client.info()["Swarm"]["NodeID"])
+
+
 def ensure_node_label(client, label, value="true"):
     """Set a node label on this node; return the previous value (None if unset)."""
-    node = client.nodes.get(client.info()["Swarm"]["NodeID"])
+    node = this_node(client)
     spec = node.attrs["Spec"]
     labels = dict(spec.get("Labels") or {})
     previous = labels.get(label)
@@ -91,7 +95,7 @@ def ensure_node_label(client, label, value="true"):
 
 
 def restore_node_label(client, label, previous):
-    node = client.nodes.get(client.info()["Swarm"]["NodeID"])
+    node = this_node(client)
     spec = node.attrs["Spec"]
     labels = dict(spec.get("Labels") or {})
     if previous is None:
@@ -103,7 +107,7 @@ def restore_node_label(client, label, previous):
 
 
 def set_availability(client, availability):
-    node = client.nodes.get(client.info()["Swarm"]["NodeID"])
+    node = this_node(client)
     spec = node.attrs["Spec"]
     if spec.get("Availability") != availability:
         spec["Availability"] = availability
