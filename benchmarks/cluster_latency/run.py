@@ -24,26 +24,18 @@ Usage: .venv/bin/python benchmarks/cluster_latency/run.py [--reps 5] [--json out
 import argparse
 import contextlib
 import json
-import os
-import secrets
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "backend" / "tests" / "integration"))
-sys.path.insert(0, str(REPO / "backend" / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
+import gateways  # noqa: E402
 from clienthelpers import call, close_cluster, close_gateway  # noqa: E402
 from dask_gateway import BasicAuth, Gateway  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
+from gateways import wait_until  # noqa: E402
 
 N_WORKERS = 4
 N_TASKS = 10_000
@@ -66,21 +58,13 @@ def tiny_tasks(client):
     return elapsed
 
 
-def wait_until(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(interval)
-
-
-def one_gateway_round(address, password, stopped, gone, options):
+def one_gateway_round(target):
     """One create/scale/compute/shutdown cycle; returns its timings."""
-    gw = Gateway(address, auth=BasicAuth("bench", password))
+    gw = Gateway(target.address, auth=BasicAuth("bench", target.password))
     cluster = client = None
     try:
         t0 = time.perf_counter()
-        cluster = call(gw.new_cluster, shutdown_on_close=False, **options)
+        cluster = call(gw.new_cluster, shutdown_on_close=False, **target.options)
         t_new = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -97,9 +81,9 @@ def one_gateway_round(address, password, stopped, gone, options):
         t0 = time.perf_counter()
         c, cluster = cluster, None
         close_cluster(c, shutdown=True)
-        wait_until(lambda: stopped(name), 120)
+        wait_until(lambda: target.stopped(name), 120)
         t_stopped = time.perf_counter() - t0
-        wait_until(lambda: gone(name), 120)
+        wait_until(lambda: target.gone(name), 120)
         t_gone = time.perf_counter() - t0
         return {"new_cluster": t_new, "scale4": t_scale, "tasks10k": t_tasks,
                 "stopped": t_stopped, "shutdown": t_gone}
@@ -111,103 +95,19 @@ def one_gateway_round(address, password, stopped, gone, options):
         close_gateway(gw)
 
 
-# -- Swarm backend --------------------------------------------------------------
+# -- the two gateways -----------------------------------------------------------
 
 
 @contextlib.contextmanager
 def swarm_backend():
-    """A gateway service on this engine's swarm; yields one round's runner."""
-    client = harness.docker_client()
-    initialised = harness.ensure_swarm(client)
-    previous = harness.ensure_node_label(client, harness.WORKER_NODE_LABEL)
-    image = harness.build_image()
-    deployment = harness.GatewayDeployment(
-        client, image, run_id="bench-" + secrets.token_hex(3), cluster_max_workers=N_WORKERS
-    )
-    try:
-        deployment.deploy()
-
-        def containers(name, all):
-            flt = {"label": [f"{harness.GATEWAY_LABEL}={deployment.gateway_id}",
-                             f"{harness.LABEL_PREFIX}.cluster={name}"]}
-            return client.api.containers(all=all, filters=flt)
-
-        yield lambda: one_gateway_round(
-            deployment.address, deployment.password,
-            lambda name: not containers(name, all=False),
-            lambda name: not containers(name, all=True),
-            WORKER_OPTIONS,
-        )
-    finally:
-        deployment.remove()
-        if initialised:
-            harness.leave_swarm(client)
-        else:
-            harness.restore_node_label(client, harness.WORKER_NODE_LABEL, previous)
-        client.close()
-
-
-# -- local-process backend ------------------------------------------------------
-
-LOCAL_CONFIG = """\
-c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
-c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
-c.SimpleAuthenticator.password = {password!r}
-c.DaskGateway.log_level = "WARN"
-c.Proxy.address = "127.0.0.1:{port}"
-c.Proxy.log_level = "warn"
-c.UnsafeLocalBackend.cluster_heartbeat_period = 5
-c.LocalClusterConfig.scheduler_cmd = [{dask!r}, "scheduler"]
-c.LocalClusterConfig.worker_cmd = [{dask!r}, "worker"]
-c.LocalClusterConfig.worker_cores = 1
-c.LocalClusterConfig.worker_memory = "512 M"
-c.LocalClusterConfig.cluster_max_workers = {n}
-"""
+    with gateways.swarm_gateway(N_WORKERS, WORKER_OPTIONS) as target:
+        yield lambda: one_gateway_round(target)
 
 
 @contextlib.contextmanager
 def local_backend():
-    """dask-gateway-server with the local-process backend; yields one round's runner."""
-    tmp = tempfile.mkdtemp(prefix="dgs-bench-local-")
-    port = harness.free_port()
-    password = secrets.token_urlsafe(12)
-    bindir = Path(sys.executable).parent
-    config = Path(tmp, "config.py")
-    config.write_text(LOCAL_CONFIG.format(password=password, port=port,
-                                          dask=str(bindir / "dask"), n=N_WORKERS))
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
-    proc = subprocess.Popen(
-        [str(bindir / "dask-gateway-server"), "-f", str(config)],
-        cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=open(Path(tmp, "log"), "w"),
-        start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _health(address), 60)
-
-        def gone(name):
-            gw = Gateway(address, auth=BasicAuth("bench", password))
-            try:
-                return not [c for c in call(gw.list_clusters) if c.name == name]
-            finally:
-                close_gateway(gw)
-
-        yield lambda: one_gateway_round(address, password, gone, gone, {})
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _health(address):
-    try:
-        with urllib.request.urlopen(f"{address}/api/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    with gateways.local_gateway(N_WORKERS) as target:
+        yield lambda: one_gateway_round(target)
 
 
 # -- LocalCluster ---------------------------------------------------------------

@@ -163,6 +163,8 @@ c.SwarmBackend.db_encrypt_keys = [_secret("gateway-encrypt-key")]
 c.SwarmBackend.stop_clusters_on_shutdown = False
 c.SwarmBackend.metrics_token_file = "/run/secrets/gateway-metrics-token"
 c.SwarmBackend.cluster_heartbeat_period = {heartbeat}
+c.SwarmBackend.cluster_start_timeout = {cluster_start_timeout!r}
+c.SwarmBackend.worker_start_timeout = {worker_start_timeout!r}
 c.SwarmBackend.max_total_workers = {max_total_workers}
 c.SwarmBackend.scheduler_node_label = {scheduler_node_label!r}
 c.SwarmBackend.unplaceable_timeout = {unplaceable_timeout!r}
@@ -187,6 +189,8 @@ c.SwarmClusterConfig.idle_timeout = {idle_timeout!r}
 
 DEFAULTS = dict(
     heartbeat=5,
+    cluster_start_timeout=60.0,  # upstream's defaults
+    worker_start_timeout=60.0,
     max_total_workers=0,
     profiles={
         "small": {"worker_cores": 2, "worker_memory": "8 GiB"},
