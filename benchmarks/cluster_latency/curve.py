@@ -125,17 +125,17 @@ def user_process(address, user, options):
     sys.stdin.readline()
     t0 = time.perf_counter()
     cluster = client = None
+    result = {"name": None}
     try:
         cluster = call(gw.new_cluster, shutdown_on_close=False, timeout=START_TIMEOUT + 60,
                        **options)
-        t_new = time.perf_counter() - t0
+        result.update(name=cluster.name, new_cluster=time.perf_counter() - t0)
         call(cluster.scale, 1)
         client = call(cluster.get_client, timeout=120)
         wait_for_workers(client, 1, START_TIMEOUT)
-        result = {"name": cluster.name, "new_cluster": t_new,
-                  "connected": time.perf_counter() - t0}
+        result["connected"] = time.perf_counter() - t0
     except Exception as exc:  # reported, counted by the parent
-        result = {"name": cluster and cluster.name, "error": f"{type(exc).__name__}: {exc}"}
+        result["error"] = f"{type(exc).__name__}: {exc}"
     print(json.dumps(result), flush=True)
     sys.stdin.readline()
     if client is not None:
@@ -176,12 +176,13 @@ def concurrent_round(target, n, users=None):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    ok = [u for u in users if "error" not in u]
-    for u in users:
-        if "error" in u:
-            print(f"  a user got no cluster: {u['error']}", file=sys.stderr)
-    return {"seconds": seconds, "failed": len(users) - len(ok),
-            "slowest_new_cluster": max((u["new_cluster"] for u in ok), default=float("nan")),
+    failures = [u for u in users if "error" in u]
+    for u in failures:
+        what = "got no cluster" if "new_cluster" not in u else "got no connected worker"
+        print(f"  a user {what}: {u['error']}", file=sys.stderr)
+    return {"seconds": seconds, "failed": len(failures),
+            "slowest_new_cluster": max((u["new_cluster"] for u in users if "new_cluster" in u),
+                                       default=float("nan")),
             **costs(gm, em)}
 
 
