@@ -86,13 +86,19 @@ def test_the_example_inventories_settings_pass(tmp_path, example):
          "gateway_unplaceable_timeout (5) and gateway_orphan_sweep_period (-1) must be seconds, 0 or more."),
         (inventory(gateway_cluster_start_timeout=0),
          "gateway_cluster_start_timeout (0) and gateway_worker_start_timeout (60) must be seconds, more than 0."),
+        (inventory(gateway_scheduler_memory_limit="2GB"),
+         "gateway_scheduler_memory (256M) and gateway_scheduler_memory_limit (2GB) must each be a number "
+         "with a K, M, G or T suffix"),
+        (inventory(gateway_scheduler_memory="256 MiB"),
+         "gateway_scheduler_memory (256 MiB) and gateway_scheduler_memory_limit (2G) must each be a number"),
         (inventory(gateway_scheduler_memory="3G"),
          "gateway_scheduler_memory_limit (2G) at least gateway_scheduler_memory (3G)."),
     ],
     ids=["even-managers", "host-in-both-groups", "wrong-type", "bad-choice", "users-without-users",
          "admin-not-a-user", "bad-user-name", "rotate-unknown-user", "bad-limit-key",
          "provided-cert-missing", "worker-slot-port-is-gateway-port", "negative-sweep-period",
-         "zero-start-timeout", "scheduler-limit-below-reservation"],
+         "zero-start-timeout", "scheduler-memory-in-gb", "scheduler-memory-in-mib",
+         "scheduler-limit-below-reservation"],
 )
 def test_bad_input_is_refused_with_the_variable_named(tmp_path, inv, expected):
     rc, out = preflight(tmp_path, inv)
