@@ -84,31 +84,35 @@ def costs(gateway_meter, engine_meter):
             "engine_cpu": engine_meter.cpu_seconds}
 
 
-def shut_down(target, cluster, client=None):
-    name = cluster.name
-    if client is not None:
+@contextlib.contextmanager
+def one_cluster(target):
+    """A new cluster and its client, and how long new_cluster() took; once
+    the block is done, the cluster is shut down and waited for until gone."""
+    gw = Gateway(target.address, auth=BasicAuth("curve", target.password))
+    try:
+        t0 = time.perf_counter()
+        cluster = call(gw.new_cluster, shutdown_on_close=False, timeout=300, **target.options)
+        new_cluster_seconds = time.perf_counter() - t0
+        client = call(cluster.get_client, timeout=120)
+        yield cluster, client, new_cluster_seconds
         call(client.close, timeout=30)
-    close_cluster(cluster, shutdown=True)
-    wait_until(lambda: target.gone(name), 300, interval=0.5)
+        close_cluster(cluster, shutdown=True)
+        wait_until(lambda: target.gone(cluster.name), 300, interval=0.5)
+    finally:
+        close_gateway(gw)
 
 
 # -- scale(N) -------------------------------------------------------------------
 
 
 def scale_round(target, n):
-    gw = Gateway(target.address, auth=BasicAuth("curve", target.password))
-    try:
-        cluster = call(gw.new_cluster, shutdown_on_close=False, timeout=300, **target.options)
-        client = call(cluster.get_client, timeout=120)
+    with one_cluster(target) as (cluster, client, _):
         with ProcessMeter(target.processes()) as gm, ProcessMeter(engine_processes()) as em:
             t0 = time.perf_counter()
             call(cluster.scale, n)
             wait_for_workers(client, n, 900)
             seconds = time.perf_counter() - t0
-        shut_down(target, cluster, client)
-        return {"seconds": seconds, **costs(gm, em)}
-    finally:
-        close_gateway(gw)
+    return {"seconds": seconds, **costs(gm, em)}
 
 
 # -- N users at once ------------------------------------------------------------
@@ -271,20 +275,12 @@ def bare_task_start(client, image_id, network):
 
 
 def gateway_start(target):
-    gw = Gateway(target.address, auth=BasicAuth("curve", target.password))
-    try:
-        t0 = time.perf_counter()
-        cluster = call(gw.new_cluster, shutdown_on_close=False, timeout=300, **target.options)
-        t_new = time.perf_counter() - t0
-        client = call(cluster.get_client, timeout=120)
+    with one_cluster(target) as (cluster, client, t_new):
         t0 = time.perf_counter()
         call(cluster.scale, 1)
         wait_for_workers(client, 1, 300)
         t_scale = time.perf_counter() - t0
-        shut_down(target, cluster, client)
-        return {"new_cluster": t_new, "scale1": t_scale}
-    finally:
-        close_gateway(gw)
+    return {"new_cluster": t_new, "scale1": t_scale}
 
 
 def services_curve(target, counts, reps):
@@ -315,14 +311,14 @@ def services_curve(target, counts, reps):
 
 
 def scheduler_use(target, worker_counts=(4, 32), idle_seconds=20, busy_tasks=10_000):
-    docker = harness.docker_client()
-    gw = Gateway(target.address, auth=BasicAuth("curve", target.password))
     rows = []
-    try:
-        cluster = call(gw.new_cluster, shutdown_on_close=False, timeout=300, **target.options)
-        client = call(cluster.get_client, timeout=120)
+    with one_cluster(target) as (cluster, client, _):
         (container,) = target.containers(cluster.name, "scheduler", all=False)
-        pid = docker.api.inspect_container(container["Id"])["State"]["Pid"]
+        docker = harness.docker_client()
+        try:
+            pid = docker.api.inspect_container(container["Id"])["State"]["Pid"]
+        finally:
+            docker.close()
         processes = gateways.process_tree(pid)
         for n in worker_counts:
             call(cluster.scale, n)
@@ -341,10 +337,6 @@ def scheduler_use(target, worker_counts=(4, 32), idle_seconds=20, busy_tasks=10_
             rows.append({"state": f"busy, {n} workers ({busy_tasks} tasks, {elapsed:.0f} s)",
                          "cores": busy.cpu_seconds / elapsed, "peak_mib": busy.peak_bytes / MiB})
             print(f"scheduler: {fmt(rows[-2])}; {fmt(rows[-1])}", file=sys.stderr)
-        shut_down(target, cluster, client)
-    finally:
-        close_gateway(gw)
-        docker.close()
     return rows
 
 
