@@ -31,10 +31,23 @@ def inventory(managers=("m1",), workers=("w1",), **gateway_vars):
     }
 
 
-def preflight(tmp_path, inv):
+def preflight(tmp_path, inv, cached_facts=None):
+    """Run the preflight play. cached_facts ({host: {fact: value}}) reach it as a
+    fleet's facts do when fact caching is on: an earlier run caches them
+    (set_fact cacheable, into Ansible's jsonfile cache) and preflight reads them."""
     path = tmp_path / "hosts.yml"
     path.write_text(yaml.safe_dump(inv), encoding="utf-8")
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    if cached_facts:
+        env.update(ANSIBLE_CACHE_PLUGIN="ansible.builtin.jsonfile", ANSIBLE_CACHE_PLUGIN_CONNECTION=str(tmp_path / "facts"),
+                   ANSIBLE_CACHE_PLUGIN_TIMEOUT="0")
+        seed = tmp_path / "seed-facts.yml"
+        seed.write_text(yaml.safe_dump([
+            {"name": "Cache facts", "hosts": host, "gather_facts": False,
+             "tasks": [{"ansible.builtin.set_fact": dict(facts, cacheable=True)}]}
+            for host, facts in cached_facts.items()]), encoding="utf-8")
+        subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(path), str(seed)], cwd=ROOT, env=env,
+                       check=True, capture_output=True, timeout=60)
     proc = subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "-i", str(path), str(ROOT / "playbooks" / "preflight.yml")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
@@ -105,4 +118,16 @@ def test_bad_input_is_refused_with_the_variable_named(tmp_path, inv, expected):
     assert rc != 0, out
     assert expected in out, out
     # Refused in preflight: no later play (and no change) was reached.
+    assert "Install Docker Engine" not in out and "changed=1" not in out
+
+
+def test_a_32_bit_node_is_refused_by_name_before_any_change(tmp_path):
+    """A Raspberry Pi on 32-bit Raspberry Pi OS reports armv7l, for which no
+    image is built: preflight names that node and says what to do."""
+    rc, out = preflight(tmp_path, inventory(workers=("w1", "pi7")),
+                        cached_facts={"pi7": {"ansible_architecture": "armv7l"}})
+    assert rc != 0, out
+    assert ("The Dask image is built for x86_64 and aarch64 only; these nodes are armv7l: pi7. "
+            "Remove them from swarm_managers and swarm_workers (a 32-bit Raspberry Pi OS runs armv7l: "
+            "install the 64-bit one)") in out, out
     assert "Install Docker Engine" not in out and "changed=1" not in out
