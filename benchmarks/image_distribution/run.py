@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 RESOURCES = REPO / "extensions" / "molecule" / "resources"
 BIN = Path(sys.executable).parent
@@ -63,8 +65,21 @@ class Fleet:
         self.dir = Path(workdir) / self.name
         self.inventory = self.dir / "inventory"
         (self.inventory / "group_vars").mkdir(parents=True)
-        # The sandbox's own variables: one source of truth.
-        shutil.copy(REPO / "inventories" / "sandbox" / "group_vars" / "all.yml", self.inventory / "group_vars" / "all.yml")
+        # The sandbox's own variables (one source of truth), but this fleet's
+        # files: group_vars/all.yml outranks the inventory's own `all` vars,
+        # and two fleets sharing the sandbox's files would each rewrite them.
+        sandbox = yaml.safe_load((REPO / "inventories" / "sandbox" / "group_vars" / "all.yml").read_text())
+        sandbox.update(self.files())
+        (self.inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(sandbox))
+
+    def files(self):
+        """The controller-side files of this fleet (passwords, CA certificates)."""
+        return {
+            "registry_password_file": str(self.dir / "registry.password"),
+            "registry_ca_file": str(self.dir / "registry-ca.crt"),
+            "gateway_password_file": str(self.dir / "gateway.password"),
+            "gateway_ca_file": str(self.dir / "gateway-ca.crt"),
+        }
 
     def nodes_file(self, base_archive):
         nodes = [{"name": "manager1", "hostname": f"{self.name}-manager1", "groups": ["swarm_managers"]}]
@@ -77,10 +92,6 @@ class Fleet:
             "fleet_inventory_vars": {
                 "dask_image_base_image_archive": str(base_archive),
                 "registry_base_image_archive": str(base_archive),
-                "registry_password_file": str(self.dir / "registry.password"),
-                "registry_ca_file": str(self.dir / "registry-ca.crt"),
-                "gateway_password_file": str(self.dir / "gateway.password"),
-                "gateway_ca_file": str(self.dir / "gateway-ca.crt"),
             },
         }
         path = self.dir / "nodes.yml"
@@ -106,7 +117,7 @@ class Fleet:
         result = json.loads(proc.stdout[proc.stdout.index("{"):])
         changed = sum(host["changed"] for host in result["stats"].values())
         return {"wall_s": wall, "pull_s": pull_phase(result), "controller_bytes": written, "changed": changed,
-                "changed_tasks": changed_tasks(result)}
+                "changed_tasks": changed_tasks(result), "slowest_tasks": slowest_tasks(result)}
 
 
 def changed_tasks(result):
@@ -114,6 +125,22 @@ def changed_tasks(result):
     return sorted(f"{host}: {task['task']['name']}"
                   for play in result["plays"] for task in play["tasks"]
                   for host, outcome in task["hosts"].items() if outcome.get("changed"))
+
+
+def slowest_tasks(result, count=8):
+    """The tasks that took longest (start to end over all their hosts), as (seconds, name)."""
+    from datetime import datetime
+
+    spans = []
+    for play in result["plays"]:
+        for task in play["tasks"]:
+            duration = task["task"]["duration"]
+            if "end" not in duration:
+                continue
+            seconds = (datetime.fromisoformat(duration["end"].rstrip("Z"))
+                       - datetime.fromisoformat(duration["start"].rstrip("Z"))).total_seconds()
+            spans.append((round(seconds, 1), task["task"]["name"]))
+    return sorted(spans, reverse=True)[:count]
 
 
 def pull_phase(result):
@@ -171,6 +198,10 @@ def main():
     for size, row in rows.items():
         for line in row["rerun"]["changed_tasks"]:
             print(f"changed on the rerun of {size} nodes: {line}")
+    for size, row in rows.items():
+        for run in ("first", "rerun"):
+            slowest = ", ".join(f"{name} {seconds:.0f} s" for seconds, name in row[run]["slowest_tasks"])
+            print(f"slowest tasks, {run} run of {size} nodes: {slowest}")
     if len(rows) >= 2:
         small, large = sorted(rows)[0], sorted(rows)[-1]
         for key, label in (("wall_s", "first run"), ("pull_s", "pull phase"), ("controller_bytes", "controller bytes")):
