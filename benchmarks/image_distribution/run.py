@@ -10,7 +10,10 @@ digest) and a rerun (nothing to move). The fleets take turns: 3, 9, then the
 reruns 3, 9, so a drift in the machine's speed hits both alike.
 
 Reported per run: wall time; the pull phase (first start to last end of the
-pull task over the nodes, from Ansible's json callback); and the bytes the
+pull task over the nodes, from Ansible's json callback) and the share of the
+machine's cores that were busy during it (/proc/stat, sampled twice a
+second: all nodes share this machine's cores, so a pull phase near 100% busy
+is bound by the cores, not by the design); the slowest tasks; and the bytes the
 controller's processes wrote (wchar of ansible-playbook and every process
 it started, reaped: the build context, module payloads and anything else
 that left the controller, counted at least once). Speed is measured, never
@@ -27,7 +30,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -44,6 +49,39 @@ def written_bytes():
         if line.startswith("wchar:"):
             return int(line.split()[1])
     raise RuntimeError("no wchar in /proc/self/io")
+
+
+class CpuSampler:
+    """Samples the host's busy CPU share (/proc/stat) twice a second, to tell
+    whether a phase was bound by the machine's cores rather than by waiting."""
+
+    def __init__(self):
+        self.samples = []  # (epoch seconds, busy jiffies, total jiffies)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._stop.is_set():
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            idle = fields[3] + fields[4]  # idle + iowait
+            self.samples.append((time.time(), sum(fields) - idle, sum(fields)))
+            self._stop.wait(0.5)
+
+    def busy_share(self, start, end):
+        """Busy share of all cores between two epoch times (nan if unsampled)."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return float("nan")
+        (_, busy0, total0), (_, busy1, total1) = inside[0], inside[-1]
+        return (busy1 - busy0) / max(total1 - total0, 1)
 
 
 def playbook(*args, env=None, capture=False):
@@ -110,55 +148,55 @@ class Fleet:
     def image_stage(self):
         """Time the registry and image plays; return wall time, pull phase and bytes written."""
         before, started = written_bytes(), time.monotonic()
-        proc = playbook("playbooks/gateway.yml", "-i", self.inventory, "--tags", "image",
-                        env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}, capture=True)
+        with CpuSampler() as cpu:
+            proc = playbook("playbooks/gateway.yml", "-i", self.inventory, "--tags", "image",
+                            env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}, capture=True)
         wall = time.monotonic() - started
         written = written_bytes() - before
         result = json.loads(proc.stdout[proc.stdout.index("{"):])
         changed = sum(host["changed"] for host in result["stats"].values())
-        return {"wall_s": wall, "pull_s": pull_phase(result), "controller_bytes": written, "changed": changed,
+        pull_start, pull_end = pull_phase(result)
+        return {"wall_s": wall, "pull_s": pull_end - pull_start, "pull_cpu_busy": cpu.busy_share(pull_start, pull_end),
+                "controller_bytes": written, "changed": changed,
                 "changed_tasks": changed_tasks(result), "slowest_tasks": slowest_tasks(result)}
 
 
 def changed_tasks(result):
     """'host: task' for every task result that reported a change (a rerun should have none)."""
     return sorted(f"{host}: {task['task']['name']}"
-                  for play in result["plays"] for task in play["tasks"]
-                  for host, outcome in task["hosts"].items() if outcome.get("changed"))
+                  for task in tasks(result) for host, outcome in task["hosts"].items() if outcome.get("changed"))
+
+
+def task_span(task):
+    """A task's start and end over all its hosts, in epoch seconds (the json
+    callback's times are UTC); None for a task that did not end."""
+    duration = task["task"]["duration"]
+    if "end" not in duration:
+        return None
+    return tuple(datetime.fromisoformat(duration[key].rstrip("Z")).replace(tzinfo=timezone.utc).timestamp()
+                 for key in ("start", "end"))
+
+
+def tasks(result):
+    return [task for play in result["plays"] for task in play["tasks"]]
 
 
 def slowest_tasks(result, count=8):
     """The tasks that took longest (start to end over all their hosts), as (seconds, name)."""
-    from datetime import datetime
-
-    spans = []
-    for play in result["plays"]:
-        for task in play["tasks"]:
-            duration = task["task"]["duration"]
-            if "end" not in duration:
-                continue
-            seconds = (datetime.fromisoformat(duration["end"].rstrip("Z"))
-                       - datetime.fromisoformat(duration["start"].rstrip("Z"))).total_seconds()
-            spans.append((round(seconds, 1), task["task"]["name"]))
+    spans = [(round(span[1] - span[0], 1), task["task"]["name"])
+             for task in tasks(result) if (span := task_span(task))]
     return sorted(spans, reverse=True)[:count]
 
 
 def pull_phase(result):
-    """First start to last end of 'Pull the image on every node' (the task, over all nodes)."""
-    from datetime import datetime
-
-    spans = []
-    for play in result["plays"]:
-        for task in play["tasks"]:
-            # Role tasks are named "<role> : <task>" in the callback's output.
-            if task["task"]["name"].rpartition(" : ")[2] != "Pull the image on every node":
-                continue
-            duration = task["task"]["duration"]
-            spans.append((datetime.fromisoformat(duration["start"].rstrip("Z")),
-                          datetime.fromisoformat(duration["end"].rstrip("Z"))))
+    """First start and last end of 'Pull the image on every node' (the task, over all nodes)."""
+    # Role tasks are named "<role> : <task>" in the callback's output.
+    spans = [task_span(task) for task in tasks(result)
+             if task["task"]["name"].rpartition(" : ")[2] == "Pull the image on every node"]
+    spans = [span for span in spans if span]
     if not spans:
-        return float("nan")
-    return (max(end for _, end in spans) - min(start for start, _ in spans)).total_seconds()
+        return float("nan"), float("nan")
+    return min(start for start, _ in spans), max(end for _, end in spans)
 
 
 def base_archive(workdir):
@@ -189,11 +227,13 @@ def main():
             fleet.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
     print()
-    print("| nodes | first run s | pull phase s | controller bytes (MB) | rerun s | rerun changed | rerun bytes (MB) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| nodes | first run s | pull phase s | CPU busy in pull | controller bytes (MB) "
+          "| rerun s | rerun changed | rerun bytes (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
     for size, row in rows.items():
         first, rerun = row["first"], row["rerun"]
-        print(f"| {size} | {first['wall_s']:.0f} | {first['pull_s']:.0f} | {first['controller_bytes'] / 1e6:.0f} "
+        print(f"| {size} | {first['wall_s']:.0f} | {first['pull_s']:.0f} | {first['pull_cpu_busy']:.0%} "
+              f"| {first['controller_bytes'] / 1e6:.0f} "
               f"| {rerun['wall_s']:.0f} | {rerun['changed']} | {rerun['controller_bytes'] / 1e6:.0f} |")
     for size, row in rows.items():
         for line in row["rerun"]["changed_tasks"]:
