@@ -106,12 +106,14 @@ def test_the_example_inventories_settings_pass(tmp_path, example):
          "gateway_scheduler_memory (256 MiB) and gateway_scheduler_memory_limit (2G) must each be a number"),
         (inventory(gateway_scheduler_memory="3G"),
          "gateway_scheduler_memory_limit (2G) at least gateway_scheduler_memory (3G)."),
+        (inventory(gateway_node_pools=["x86", "pi"], gateway_default_node_pool="arm"),
+         "gateway_default_node_pool is arm: it must be any or one of gateway_node_pools (x86, pi)."),
     ],
     ids=["even-managers", "host-in-both-groups", "wrong-type", "bad-choice", "users-without-users",
          "admin-not-a-user", "bad-user-name", "rotate-unknown-user", "bad-limit-key",
          "provided-cert-missing", "worker-slot-port-is-gateway-port", "negative-sweep-period",
          "zero-start-timeout", "scheduler-memory-in-gb", "scheduler-memory-in-mib",
-         "scheduler-limit-below-reservation"],
+         "scheduler-limit-below-reservation", "default-pool-not-offered"],
 )
 def test_bad_input_is_refused_with_the_variable_named(tmp_path, inv, expected):
     assert_refused_before_any_change(*preflight(tmp_path, inv), expected)
