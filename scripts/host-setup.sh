@@ -4,7 +4,10 @@
 #   - the locked Python environment in .venv (requirements.txt, `make lock`),
 #   - a debian:bookworm base image (debootstrap when no registry can be reached),
 #   - Debian's docker-registry (Docker Distribution, a Go binary): the registry
-#     modules' tests run it as plain processes, without the Docker Engine.
+#     modules' tests run it as plain processes, without the Docker Engine,
+#   - arm64 emulation (qemu-user-static through binfmt_misc) for the hetero
+#     scenario's emulated Raspberry Pi, and debootstrap, which builds its
+#     Debian (extensions/molecule/resources/node-arm64/build.sh).
 # Each step does nothing when its result is already there.
 set -euo pipefail
 
@@ -83,7 +86,32 @@ ensure_registry_binary() {
   apt_install docker-registry
 }
 
+# The interpreter is registered with the flags F (opened now, so that it also
+# runs inside containers) and C (setuid programs such as sudo keep their
+# rights: Ansible's become on the emulated node needs it). Debian's entry
+# has F but not C; an entry without C is replaced.
+ensure_arm64_emulation() {
+  local entry=/proc/sys/fs/binfmt_misc/qemu-aarch64 conf=/usr/lib/binfmt.d/qemu-aarch64.conf
+  # Ansible reaches the emulated node over SSH.
+  command -v ssh >/dev/null || apt_install openssh-client
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  if grep -qx enabled "$entry" 2>/dev/null && grep -q '^flags: .*C' "$entry"; then
+    log "arm64 programs run here (qemu-user, binfmt_misc)"; return
+  fi
+  log "registering qemu-user-static for arm64 programs"
+  [ -f "$conf" ] || apt_install qemu-user-static
+  [ -f /proc/sys/fs/binfmt_misc/register ] \
+    || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
+    || die "cannot mount binfmt_misc (the hetero scenario needs it to run arm64 programs)"
+  [ -e "$entry" ] && echo -1 >"$entry"
+  local line; line="$(cat "$conf")"
+  [[ "${line##*:}" == *C* ]] || line="${line}C"
+  echo "$line" >/proc/sys/fs/binfmt_misc/register || die "cannot register $conf with binfmt_misc"
+  grep -q '^flags: .*C' "$entry" || die "$entry has no C flag after registration"
+}
+
 ensure_docker
 ensure_venv
 ensure_base_image
 ensure_registry_binary
+ensure_arm64_emulation
