@@ -22,7 +22,7 @@ demo-down: setup  ## Remove every container, network and volume of the sandbox f
 
 # No `setup` prerequisite: run-tests.sh runs it as its first stage, so a
 # failed set-up still ends with the summary line.
-test:  ## Set up, then run everything: lint, sanity, unit, modules, client, backend, both Molecule scenarios, the quick start
+test:  ## Set up, then run everything: lint, sanity, unit, modules, client, backend, the Molecule scenarios, the quick start
 	@scripts/run-tests.sh
 
 lint: setup  ## yamllint, ansible-lint (production profile), changelog lint
@@ -34,8 +34,8 @@ unit: setup  ## Unit tests of the plugins and role conventions
 backend: setup  ## The Swarm backend's unit and integration tests
 	@scripts/run-tests.sh backend
 
-molecule: setup  ## Both Molecule scenarios (default: 1 manager + 2 workers; ha: 3 + 1)
-	@scripts/run-tests.sh molecule-default molecule-ha
+molecule: setup  ## The Molecule scenarios (default: 1 manager + 2 workers; ha: 3 + 1; hetero: x86_64 and an arm64 Pi)
+	@scripts/run-tests.sh molecule-default molecule-ha molecule-hetero
 
 docs: setup  ## Regenerate the role READMEs from meta/argument_specs.yml
 	@.venv/bin/python scripts/role_docs.py

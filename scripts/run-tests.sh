@@ -14,9 +14,10 @@
 # dask-gateway-swarm.test-run. The clean-up and the leftover check select by
 # this run's id only, so another run's fleet is left alone. Each Molecule
 # scenario gets a free loopback port for its gateway
-# (DASK_SWARM_TEST_PORT_DEFAULT, DASK_SWARM_TEST_PORT_HA; a caller's is
-# kept) and an ephemeral directory of this run's own. The quick start's
-# sandbox has one fixed name: a run refuses it while any sandbox exists.
+# (DASK_SWARM_TEST_PORT_DEFAULT, DASK_SWARM_TEST_PORT_HA,
+# DASK_SWARM_TEST_PORT_HETERO; a caller's is kept) and an ephemeral
+# directory of this run's own. The quick start's sandbox has one fixed
+# name: a run refuses it while any sandbox exists.
 #
 # RUN_TESTS_STAGES_FILE=<bash file> is for this script's own tests
 # (tests/integration/harness): the file is sourced after the defaults below
@@ -49,13 +50,14 @@ export DASK_SWARM_TEST_RUN
 # which two runs on one machine would share.
 export DASK_SWARM_MOLECULE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/dask_swarm_gateway/molecule/$DASK_SWARM_TEST_RUN"
 
-ALL_STAGES=(setup lint sanity unit modules client backend molecule-default molecule-ha quickstart)
+ALL_STAGES=(setup lint sanity unit modules client backend molecule-default molecule-ha molecule-hetero quickstart)
 
 # Seconds each stage may take; far above its usual time on 2 cores (README),
 # so only a hang reaches them. Together they stay inside CI's 90 minutes.
 declare -A LIMIT=(
   [setup]=900 [lint]=300 [sanity]=300 [unit]=300 [modules]=600 [client]=300
-  [backend]=900 [molecule-default]=1200 [molecule-ha]=1500 [quickstart]=1200
+  [backend]=900 [molecule-default]=1200 [molecule-ha]=1500 [molecule-hetero]=1800
+  [quickstart]=1200
 )
 
 stage_setup() { scripts/host-setup.sh; }
@@ -71,6 +73,7 @@ stage_client() { pytest -q tests/integration/client; }
 stage_backend() { flock "$HOST_SWARM_LOCK" pytest -q backend/tests; }
 stage_molecule-default() { molecule_scenario default DASK_SWARM_TEST_PORT_DEFAULT; }
 stage_molecule-ha() { molecule_scenario ha DASK_SWARM_TEST_PORT_HA; }
+stage_molecule-hetero() { molecule_scenario hetero DASK_SWARM_TEST_PORT_HETERO; }
 stage_quickstart() { pytest -q tests/system; }
 
 # molecule_scenario SCENARIO PORT_VAR: the gateway's port is picked just

@@ -31,6 +31,12 @@ ROLES = REPO / "roles"
 MANAGERS = "swarm_managers"
 WORKERS = "swarm_workers"
 DEFAULT_ARCH_LABEL = "dask_swarm.arch"
+# The emulated Raspberry Pis of the hetero scenario (its molecule.yml).
+EMULATED_GROUP = "emulated_pis"
+# What ../node.yml labels every node container with.
+NODE_LABEL = "dask_swarm.gateway.fleet.node"
+SCENARIO_LABEL = "dask_swarm.gateway.molecule"
+RUN_LABEL = "dask_swarm.gateway.test-run"
 
 # Molecule sets ANSIBLE_LOG_PATH for the whole scenario (config.yml): the
 # converge and idempotence output is in that file. Take it out of the
@@ -46,7 +52,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "fleet_var(name, value): runs only on a fleet whose first manager sets name (to value)"
     )
+    config.addinivalue_line("markers", "fleet_group(name): runs only on a fleet whose inventory has hosts in group name")
+    config.addinivalue_line(
+        "markers", "swarm_workers(n): runs only on a fleet with at least n swarm workers that can run Dask workers"
+    )
     config.addinivalue_line("markers", "changes_deployment: reruns a play; runs after every other test")
+    config.addinivalue_line(
+        "markers",
+        "gateway_variant: reruns the gateway play with other settings; not on a fleet whose first manager "
+        "sets harness_gateway_variants: false",
+    )
     ephemeral = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "")
     ca_file = Path(ephemeral, "gateway-ca.crt")
     if ephemeral and ca_file.is_file():
@@ -64,10 +79,18 @@ def gateway_auth(config: pytest.Config) -> str:
     return str(_first_manager_vars(config).get("gateway_auth", "simple"))
 
 
-def _applies(item: pytest.Item, mode: str, first: dict[str, Any]) -> bool:
+def _applies(item: pytest.Item, mode: str, first: dict[str, Any], groups: dict[str, set[str]]) -> bool:
     auth = item.get_closest_marker("auth")
     if auth and auth.args[0] != mode:
         return False
+    for marker in item.iter_markers("fleet_group"):
+        if not groups.get(marker.args[0]):
+            return False
+    if item.get_closest_marker("gateway_variant") and first.get("harness_gateway_variants") is False:
+        return False
+    for marker in item.iter_markers("swarm_workers"):
+        if len(groups.get(WORKERS, set()) - groups.get(EMULATED_GROUP, set())) < marker.args[0]:
+            return False
     for marker in item.iter_markers("fleet_var"):
         name, *value = marker.args
         if not (first.get(name) == value[0] if value else first.get(name)):
@@ -79,9 +102,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Tests for a fleet of another shape are deselected (reported as such),
     never skipped; tests that change the deployment go last."""
     mode, first = gateway_auth(config), _first_manager_vars(config)
+    runner = _runner(config)
+    groups = {group: set(runner.get_hosts(group)) for group in runner.inventory if group != "_meta"}
     keep, drop = [], []
     for item in items:
-        (keep if _applies(item, mode, first) else drop).append(item)
+        (keep if _applies(item, mode, first, groups) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
     keep.sort(key=lambda item: item.get_closest_marker("changes_deployment") is not None)
@@ -135,7 +160,24 @@ class Node:
 
     @property
     def container(self) -> str:
-        return self.vars.get("ansible_host", self.name)
+        """The node's container: Ansible's address of it, unless Ansible
+        reaches it over SSH (an emulated Pi), by its fleet label then."""
+        if self.vars.get("ansible_connection") != "ssh":
+            return self.vars.get("ansible_host", self.name)
+        filters = [f"label={NODE_LABEL}={self.name}", f"label={SCENARIO_LABEL}={os.environ.get('MOLECULE_SCENARIO_NAME', '')}"]
+        if os.environ.get("DASK_SWARM_TEST_RUN"):
+            filters.append(f"label={RUN_LABEL}={os.environ['DASK_SWARM_TEST_RUN']}")
+        names = subprocess.check_output(
+            ["docker", "ps", "-a", "--format", "{{.Names}}"] + [a for f in filters for a in ("--filter", f)], text=True
+        ).split()
+        assert len(names) == 1, f"{self.name}: {len(names)} containers carry its fleet labels: {names}"
+        return names[0]
+
+    @property
+    def emulated(self) -> bool:
+        """An emulated arm64 node: it joins, pulls and runs containers, but
+        qemu-user cannot run Swarm tasks on the overlay network there."""
+        return EMULATED_GROUP in self.groups
 
     def docker_info(self, fmt: str) -> str:
         return self.host.check_output("docker info --format %s", fmt).strip()
@@ -226,11 +268,17 @@ def fleet(pytestconfig: pytest.Config) -> Fleet:
 
 @pytest.fixture(scope="module")
 def worker_nodes(fleet: Fleet) -> set[str]:
-    """Node IDs of the nodes Dask workers may run on: labelled and active."""
+    """Node IDs of the nodes the workers of a cluster with default options
+    run on: labelled for workers, active, in gateway_default_node_pool (if
+    the fleet sets one), and not emulated."""
+    pool = fleet.first_manager.vars.get("gateway_default_node_pool", "any")
+    pool_label = fleet.first_manager.vars.get("gateway_node_pool_label", "dask.pool")
     return {
         node.node_id
         for node in fleet.nodes.values()
         if node.expected_labels.get("dask.worker") == "true" and node.expected_availability == "active"
+        and pool in ("any", node.expected_labels.get(pool_label))
+        and not node.emulated
     }
 
 

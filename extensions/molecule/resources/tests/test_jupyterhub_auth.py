@@ -27,7 +27,7 @@ from clienthelpers import call, close_gateway, http_status, open_client, open_cl
 from dask_gateway import Gateway, JupyterHubAuth  # noqa: E402
 from hubprocess import Hub  # noqa: E402
 
-pytestmark = [pytest.mark.auth("simple"), pytest.mark.changes_deployment]
+pytestmark = [pytest.mark.auth("simple"), pytest.mark.changes_deployment, pytest.mark.gateway_variant]
 
 CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}
 SERVICE = "dask-gateway"

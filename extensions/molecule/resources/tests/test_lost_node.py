@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
 from clienthelpers import call, close_gateway, open_client, open_cluster, reporter, wait_for  # noqa: E402
 from dask_gateway import BasicAuth, Gateway  # noqa: E402
 
-# The default scenario has two worker nodes; one is lost.
-pytestmark = [pytest.mark.auth("simple"), pytest.mark.changes_deployment]
+# The default scenario has two worker nodes; one is lost, and the other
+# takes its workers.
+pytestmark = [pytest.mark.auth("simple"), pytest.mark.swarm_workers(2), pytest.mark.changes_deployment]
 
 CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}
 REPLACED_WITHIN = 90

@@ -23,7 +23,7 @@ from clienthelpers import call, close_gateway, open_client, open_cluster, wait_f
 from dask_gateway import BasicAuth, Gateway  # noqa: E402
 
 # One scenario is enough: the default one (simple auth) has two worker nodes.
-pytestmark = [pytest.mark.auth("simple"), pytest.mark.changes_deployment]
+pytestmark = [pytest.mark.auth("simple"), pytest.mark.changes_deployment, pytest.mark.gateway_variant]
 
 NODE_ENV = "DASK_SWARM_NODE_ID"
 CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}

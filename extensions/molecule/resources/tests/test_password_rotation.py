@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
 from clienthelpers import call, close_cluster, close_gateway, connect_and_compute, http_status, wait_for  # noqa: E402
 from dask_gateway import BasicAuth, Gateway  # noqa: E402
 
-pytestmark = [pytest.mark.auth("simple"), pytest.mark.changes_deployment]
+pytestmark = [pytest.mark.auth("simple"), pytest.mark.changes_deployment, pytest.mark.gateway_variant]
 
 CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}
 

@@ -32,6 +32,9 @@ def active_worker_nodes(fleet: Fleet, **labels: str) -> set[str]:
         for node in fleet.nodes.values()
         if node.expected_availability == "active"
         and all(node.expected_labels.get(k) == v for k, v in want.items())
+        # Dask workers cannot run on an emulated Pi: test_mixed_architectures
+        # checks where Swarm places its pool's workers.
+        and not node.emulated
     }
 
 
@@ -52,8 +55,11 @@ def test_node_pools_are_offered_and_place_workers(gateway, fleet: Fleet) -> None
     label = fleet.first_manager.vars.get("gateway_node_pool_label", "dask.pool")
     options = call(gateway.cluster_options)
     assert set(pools) <= set(options._fields["node_pool"].options), options._fields["node_pool"].options
+    emulated = {n.expected_labels.get(label) for n in fleet.nodes.values() if n.emulated}
     for pool in pools:
         nodes = active_worker_nodes(fleet, **{label: pool})
+        if not nodes and pool in emulated:
+            continue
         assert nodes, f"the inventory gives pool {pool} no active worker node"
         with open_cluster(gateway, node_pool=pool, **CLUSTER_OPTIONS) as cluster:
             call(cluster.scale, len(nodes))

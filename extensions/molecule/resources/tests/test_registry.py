@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import ssl
 import sys
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -118,6 +120,49 @@ def test_the_push_password_is_owner_only_on_the_controller(fleet: Fleet) -> None
     assert (manager_file.user, manager_file.mode) == ("root", 0o600)
 
 
+# One line of the scenario's Ansible log: its time and the playbook run's pid.
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) p=(\d+) ", re.M)
+IMAGE_PLAY = "PLAY [Put the Dask image on every node]"
+
+
+def _rerun_window(ansible_log: str) -> tuple[datetime, datetime]:
+    """When Molecule's idempotence step ran: the second run of the site
+    playbook that was not in check mode, first to last log line."""
+    runs: dict[str, list[str]] = {}
+    for match in LOG_LINE.finditer(ansible_log):
+        stamp, pid = match.groups()
+        end = ansible_log.find("\n", match.end())
+        runs.setdefault(pid, []).append(stamp + ansible_log[match.end():end])
+    site_runs = [lines for lines in runs.values()
+                 if any(IMAGE_PLAY in line for line in lines) and not any("[CHECK MODE]" in line for line in lines)]
+    assert len(site_runs) >= 2, f"the log holds {len(site_runs)} run(s) of the site playbook, not converge and idempotence"
+    rerun = site_runs[1]
+    # The log's times are this machine's local time; the registry's are UTC.
+    def when(line: str) -> datetime:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").astimezone(timezone.utc)
+    return when(rerun[0]), when(rerun[-1])
+
+
+def test_the_rerun_pulled_no_image_data(fleet: Fleet, ansible_log: str) -> None:
+    """Idempotence moves no bytes: during the rerun, no engine fetched a
+    layer or config from the registry (the modules' own reads of manifests
+    and image configs are not pulls)."""
+    start, end = _rerun_window(ansible_log)
+    stack = REGISTRY_DEFAULTS["registry_stack_name"]
+    fetched = []
+    for side in ("pull", "push"):
+        logs = fleet.first_manager.host.check_output("docker service logs --timestamps --raw %s_%s 2>&1", stack, side)
+        for line in logs.splitlines():
+            if 'msg="response completed"' not in line or "http.request.method=GET" not in line or "/blobs/" not in line:
+                continue
+            if 'http.request.useragent="docker/' not in line:
+                continue
+            stamp = datetime.fromisoformat(line.split()[0][:26].rstrip("Z") + "+00:00")
+            if start <= stamp <= end:
+                fetched.append(line)
+    assert not fetched, f"engines fetched {len(fetched)} blobs during the rerun ({start} to {end}): {fetched[:3]}"
+
+
 @pytest.fixture(scope="module")
 def user_image(fleet: Fleet, fleet_image: str, registry: dict) -> str:
     """A user's image FROM the fleet's, built and pushed as the README shows."""
@@ -152,7 +197,9 @@ def test_a_users_own_image_computes_through_new_cluster(gateway_vars, login, use
 
 @pytest.mark.parametrize("image, expected", [
     ("{pull}/lab/no-such-image:1", "is in no registry the fleet can reach"),
-    ("debian:bookworm", "is not allowed here"),
+    # Only a fleet that restricts images refuses one from elsewhere.
+    pytest.param("debian:bookworm", "is not allowed here",
+                 marks=pytest.mark.fleet_var("gateway_allowed_image_prefixes")),
 ])
 def test_an_image_that_cannot_run_is_refused_at_new_cluster(gateway_vars, login, registry: dict, image: str, expected: str) -> None:
     image = image.format(**registry)
