@@ -25,10 +25,6 @@ PI_CMDLINE_CANDIDATES = ("/boot/firmware/cmdline.txt", "/boot/cmdline.txt")
 def test_docker_package_installed(node: Node) -> None:
     if node.vars.get("docker_engine_source", "distro") != "docker_ce":
         assert node.host.package("docker.io").is_installed
-        if "harness_preinstalled_daemon_json" not in node.vars:
-            # Installed by the role, with the unpigz the engine decompresses layers with.
-            assert node.host.package("pigz").is_installed, "the role installed docker.io without pigz"
-            assert node.host.run("command -v unpigz").rc == 0
         return
     for package in ("docker-ce", "docker-ce-cli", "containerd.io"):
         assert node.host.package(package).is_installed, f"{package} is not installed"
