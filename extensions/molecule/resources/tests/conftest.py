@@ -27,6 +27,9 @@ import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 REPO = Path(__file__).resolve().parents[4]
+# The backend tests' client helpers (clienthelpers.py), which the test
+# modules and the gateway fixture use.
+sys.path.insert(0, str(REPO / "backend" / "tests" / "integration"))
 ROLES = REPO / "roles"
 MANAGERS = "swarm_managers"
 WORKERS = "swarm_workers"
@@ -372,6 +375,27 @@ def login(auth_mode: str, password: str, user_password_files: dict[str, Path]) -
         user, path = next(iter(user_password_files.items()))
         return user, read_password(path)
     return "molecule-verifier", password
+
+
+@pytest.fixture
+def gateway(gateway_vars: dict[str, str], login: tuple[str, str]):
+    """The stock client's Gateway, logged in; closed afterwards."""
+    # Imported here, after pytest_configure has set SSL_CERT_FILE.
+    from clienthelpers import close_gateway
+    from dask_gateway import BasicAuth, Gateway
+
+    gw = Gateway(gateway_vars["gateway_public_url"], auth=BasicAuth(*login))
+    yield gw
+    close_gateway(gw)
+
+
+@pytest.fixture(scope="module")
+def fleet_image(fleet: Fleet, gateway_vars: dict[str, str]) -> str:
+    """The image reference the gateway service runs."""
+    return fleet.first_manager.host.check_output(
+        "docker service inspect --format %s %s", "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        f"{gateway_vars['gateway_stack_name']}_gateway",
+    ).strip()
 
 
 @pytest.fixture(scope="session")

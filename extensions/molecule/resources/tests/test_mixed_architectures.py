@@ -22,8 +22,7 @@ from conftest import EMULATED_GROUP, Fleet, Node
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
-from clienthelpers import call, close_gateway, open_client, open_cluster  # noqa: E402
-from dask_gateway import BasicAuth, Gateway  # noqa: E402
+from clienthelpers import call, open_client, open_cluster  # noqa: E402
 
 pytestmark = pytest.mark.fleet_group(EMULATED_GROUP)
 
@@ -37,21 +36,6 @@ PLACED_WITHIN = 60
 @pytest.fixture(scope="module")
 def pis(fleet: Fleet) -> list[Node]:
     return [node for node in fleet.nodes.values() if node.emulated]
-
-
-@pytest.fixture(scope="module")
-def fleet_image(fleet: Fleet, gateway_vars) -> str:
-    return fleet.first_manager.host.check_output(
-        "docker service inspect --format %s %s", "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        f"{gateway_vars['gateway_stack_name']}_gateway",
-    ).strip()
-
-
-@pytest.fixture
-def gateway(gateway_vars, login):
-    gw = Gateway(gateway_vars["gateway_public_url"], auth=BasicAuth(*login))
-    yield gw
-    close_gateway(gw)
 
 
 def test_ansible_reaches_the_pi_as_pi_with_become(pis: list[Node]) -> None:

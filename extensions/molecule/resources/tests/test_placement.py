@@ -17,8 +17,7 @@ from conftest import Fleet
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
-from clienthelpers import call, close_gateway, open_client, open_cluster  # noqa: E402
-from dask_gateway import BasicAuth, Gateway  # noqa: E402
+from clienthelpers import call, open_client, open_cluster  # noqa: E402
 
 WORKER_LABEL = "dask.worker"
 NODE_ENV = "DASK_SWARM_NODE_ID"
@@ -36,13 +35,6 @@ def active_worker_nodes(fleet: Fleet, **labels: str) -> set[str]:
         # checks where Swarm places its pool's workers.
         and not node.emulated
     }
-
-
-@pytest.fixture
-def gateway(gateway_vars, login):
-    gw = Gateway(gateway_vars["gateway_public_url"], auth=BasicAuth(*login))
-    yield gw
-    close_gateway(gw)
 
 
 def ran_on(client) -> list[str]:

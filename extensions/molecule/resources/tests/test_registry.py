@@ -44,14 +44,6 @@ def _var(fleet: Fleet, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def fleet_image(fleet: Fleet, gateway_vars) -> str:
-    stack = gateway_vars["gateway_stack_name"]
-    return fleet.first_manager.host.check_output(
-        "docker service inspect --format %s %s", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", f"{stack}_gateway"
-    ).strip()
-
-
-@pytest.fixture(scope="module")
 def registry(fleet: Fleet, fleet_image: str) -> dict:
     """Where the registry is, as the nodes and the controller reach it."""
     host = fleet_image.split("/")[0].rsplit(":", 1)[0]
