@@ -34,6 +34,8 @@ ROLES = REPO / "roles"
 MANAGERS = "swarm_managers"
 WORKERS = "swarm_workers"
 DEFAULT_ARCH_LABEL = "dask_swarm.arch"
+# Docker's names for the architectures Ansible (uname -m) reports.
+DOCKER_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 # The emulated Raspberry Pis of the hetero scenario (its molecule.yml).
 EMULATED_GROUP = "emulated_pis"
 # What ../node.yml labels every node container with.
@@ -439,15 +441,17 @@ CLUSTER_LABEL = "dask-gateway-swarm.cluster"
 ROLE_LABEL = "dask-gateway-swarm.role"
 
 
-def worker_tasks(fleet: Fleet, cluster: str) -> list[dict]:
-    """State, error and node of the current task of each of the cluster's worker services."""
+def worker_tasks(fleet: Fleet, cluster: str, current: bool = True) -> list[dict]:
+    """State, error and node of the current task of each of the cluster's
+    worker services (every task, whatever became of it, if not current)."""
     manager = fleet.first_manager.host
     services = manager.check_output(
         f"docker service ls -q --filter label={CLUSTER_LABEL}={cluster} --filter label={ROLE_LABEL}=worker"
     ).split()
+    state_filter = "--filter desired-state=running" if current else ""
     tasks = []
     for service in services:
-        ids = manager.check_output(f"docker service ps -q --filter desired-state=running {service}").split()
+        ids = manager.check_output(f"docker service ps -q {state_filter} {service}").split()
         for task in json.loads(manager.check_output(f"docker inspect {' '.join(ids)}")) if ids else []:
             status = task["Status"]
             tasks.append({"state": status["State"], "err": status.get("Err", ""), "node": task.get("NodeID", "")})

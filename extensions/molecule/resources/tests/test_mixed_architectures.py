@@ -12,24 +12,17 @@ and Dask computes on the x86 workers.
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
+# On sys.path through conftest.
+from clienthelpers import call, open_client, open_cluster
 
-from conftest import EMULATED_GROUP, Fleet, Node
-
-ROOT = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
-from clienthelpers import call, open_client, open_cluster  # noqa: E402
+from conftest import DOCKER_ARCH, EMULATED_GROUP, Fleet, Node, worker_tasks
 
 pytestmark = pytest.mark.fleet_group(EMULATED_GROUP)
 
-CLUSTER_LABEL = "dask-gateway-swarm.cluster"
-ROLE_LABEL = "dask-gateway-swarm.role"
 CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}
-DOCKER_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 PLACED_WITHIN = 60
 
 
@@ -91,16 +84,7 @@ def test_the_pi_runs_its_own_architecture_of_the_image(pis: list[Node], fleet_im
 
 def _placements(fleet: Fleet, cluster: str) -> set[str]:
     """The nodes Swarm assigned the cluster's worker tasks to, whatever became of them."""
-    manager = fleet.first_manager.host
-    services = manager.check_output(
-        f"docker service ls -q --filter label={CLUSTER_LABEL}={cluster} --filter label={ROLE_LABEL}=worker"
-    ).split()
-    nodes = set()
-    for service in services:
-        for line in manager.check_output("docker service ps --no-trunc --format '{{.Node}} {{.ID}}' %s", service).splitlines():
-            task = line.split()[-1]
-            nodes.add(manager.check_output("docker inspect --format '{{.NodeID}}' %s", task).strip())
-    return {n for n in nodes if n}
+    return {task["node"] for task in worker_tasks(fleet, cluster, current=False) if task["node"]}
 
 
 def test_workers_go_to_the_architecture_their_pool_names(gateway, fleet: Fleet, pis: list[Node]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Fleet, Node, REGISTRY_DEFAULTS
+from conftest import DOCKER_ARCH, REGISTRY_DEFAULTS, Fleet, Node
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
@@ -76,7 +76,7 @@ def test_every_node_holds_the_fleet_image_by_that_digest(node: Node, fleet_image
     digests = json.loads(node.host.check_output("docker image inspect --format %s %s", "{{json .RepoDigests}}", fleet_image))
     assert fleet_image in digests, f"{node.name} holds {digests}, not {fleet_image}"
     arch = node.host.check_output("docker image inspect --format %s %s", "{{.Architecture}}", fleet_image).strip()
-    assert arch == {"x86_64": "amd64", "aarch64": "arm64"}[node.arch]
+    assert arch == DOCKER_ARCH[node.arch]
 
 
 def test_engines_trust_the_registry_through_its_ca_only(node: Node, registry: dict) -> None:
