@@ -17,10 +17,20 @@ is bound by the cores, not by the design); the slowest tasks; and the bytes the
 controller's processes wrote (wchar of ansible-playbook and every process
 it started, reaped: the build context, module payloads and anything else
 that left the controller, counted at least once). Speed is measured, never
-asserted. The controller's wheel cache is warm (the first run of a fresh
-machine also downloads the wheels: that is the same for any fleet size).
+asserted. The controller's wheel cache is filled first, untimed (the first
+run on a fresh controller also downloads the wheels: the same for any fleet
+size).
 
-Usage: .venv/bin/python benchmarks/image_distribution/run.py [--sizes 3 9] [--json out.json]
+With --node-cpus C every node container of every fleet gets C cores
+(`docker update --cpus`, after the untimed set-up), so each node works in a
+slice of its own, as a real fleet's nodes do on cores of their own, and 9
+nodes no longer queue for the cores 3 nodes had to themselves. The limit
+binds each node's systemd, engine and pulls; the containers its engine
+starts (builds, the registry) sit in the host's /docker cgroup, through the
+shared cgroup tree, so they are outside it. Keep C times the largest size
+below the machine's cores, to leave the controller some.
+
+Usage: .venv/bin/python benchmarks/image_distribution/run.py [--sizes 3 9] [--node-cpus C] [--json out.json]
 """
 
 import argparse
@@ -41,6 +51,7 @@ REPO = Path(__file__).resolve().parents[2]
 RESOURCES = REPO / "extensions" / "molecule" / "resources"
 BIN = Path(sys.executable).parent
 BASE_IMAGE = "debian:bookworm"
+FLEET_LABEL = yaml.safe_load((RESOURCES / "node.yml").read_text())["fleet_label_fleet"]
 
 
 def written_bytes():
@@ -97,8 +108,9 @@ def playbook(*args, env=None, capture=False):
 class Fleet:
     """A sandbox fleet of its own (name, inventory, password files), apart from `make demo`'s."""
 
-    def __init__(self, size, workdir):
+    def __init__(self, size, workdir, node_cpus):
         self.size = size
+        self.node_cpus = node_cpus
         self.name = f"dask-swarm-bench-{size}"
         self.dir = Path(workdir) / self.name
         self.inventory = self.dir / "inventory"
@@ -140,6 +152,10 @@ class Fleet:
         playbook(RESOURCES / "create.yml", "-e", f"fleet_name={self.name}", "-e", f"@{self.nodes_file(base_archive)}",
                  "-e", f"fleet_inventory_file={self.inventory / 'hosts.yml'}", "-e", f"fleet_base_image_archive={base_archive}")
         playbook("playbooks/swarm.yml", "-i", self.inventory)
+        if self.node_cpus:
+            containers = subprocess.check_output(
+                ["docker", "ps", "-q", "--filter", f"label={FLEET_LABEL}={self.name}"], text=True).split()
+            subprocess.run(["docker", "update", "--cpus", str(self.node_cpus), *containers], check=True, stdout=subprocess.DEVNULL)
 
     def destroy(self):
         playbook(RESOURCES / "destroy.yml", "-e", f"fleet_name={self.name}",
@@ -199,6 +215,15 @@ def pull_phase(result):
     return min(start for start, _ in spans), max(end for _, end in spans)
 
 
+def fill_wheelhouse():
+    """Download the x86_64 wheels into the dask_image role's controller cache, as its first build would."""
+    cache = Path(yaml.safe_load((REPO / "roles" / "dask_image" / "defaults" / "main.yml").read_text())
+                 ["dask_image_controller_cache"]).expanduser()
+    subprocess.run([str(REPO / "image" / "build.sh"), "--arch", "x86_64", "--download-only",
+                    "--python", sys.executable, "--wheelhouse", str(cache / "wheelhouse" / "x86_64")],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
 def base_archive(workdir):
     path = Path(workdir) / "base-image.tar"
     subprocess.run(["docker", "image", "save", "-o", str(path), BASE_IMAGE], check=True)
@@ -208,12 +233,16 @@ def base_archive(workdir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 9])
+    parser.add_argument("--node-cpus", type=float, default=0, help="cores per node container (0: no limit)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.node_cpus * max(args.sizes) >= os.cpu_count():
+        parser.error(f"--node-cpus {args.node_cpus} x {max(args.sizes)} nodes leaves none of the {os.cpu_count()} cores to the controller")
     workdir = tempfile.mkdtemp(prefix="image-distribution.")
-    fleets = [Fleet(size, workdir) for size in args.sizes]
+    fleets = [Fleet(size, workdir, args.node_cpus) for size in args.sizes]
     rows = {fleet.size: {} for fleet in fleets}
     try:
+        fill_wheelhouse()
         archive = base_archive(workdir)
         for fleet in fleets:
             print(f"==> fleet of {fleet.size}: creating (untimed)", flush=True)
@@ -227,6 +256,7 @@ def main():
             fleet.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
     print()
+    print(f"cores per node: {args.node_cpus or 'no limit'} (the machine has {os.cpu_count()})")
     print("| nodes | first run s | pull phase s | CPU busy in pull | controller bytes (MB) "
           "| rerun s | rerun changed | rerun bytes (MB) |")
     print("|---|---|---|---|---|---|---|---|")
