@@ -12,13 +12,16 @@ and Dask computes on the x86 workers.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
+import yaml
 # On sys.path through conftest.
 from clienthelpers import call, open_client, open_cluster
 
-from conftest import DOCKER_ARCH, EMULATED_GROUP, Fleet, Node, worker_tasks
+from conftest import DOCKER_ARCH, EMULATED_GROUP, REPO, ROLES, Fleet, Node, worker_tasks
 
 pytestmark = pytest.mark.fleet_group(EMULATED_GROUP)
 
@@ -80,6 +83,35 @@ def test_the_pi_runs_its_own_architecture_of_the_image(pis: list[Node], fleet_im
             "import platform, dask_gateway_swarm, distributed; print(platform.machine(), distributed.__version__)",
         )
         assert out.split()[0] == "aarch64", out
+
+
+IMAGE_DEFAULTS = yaml.safe_load((ROLES / "dask_image" / "defaults" / "main.yml").read_text(encoding="utf-8"))
+
+
+def _built_tag(node: Node, fleet_image: str) -> str:
+    """The tag the node's architecture of the fleet image was built as (the image records it in its environment)."""
+    env = json.loads(node.host.check_output("docker image inspect --format %s %s", "{{json .Config.Env}}", fleet_image))
+    (ref,) = [item.split("=", 1)[1] for item in env if item.startswith("DASK_GATEWAY_SWARM_IMAGE_TAG=")]
+    return ref
+
+
+def _content_tag(node: Node) -> str:
+    """The tag image/build.sh gives the image built from this node's base image archive."""
+    archive = node.host.ansible("ansible.builtin.debug", "var=dask_image_base_image_archive", check=False)
+    return subprocess.check_output(
+        [str(REPO / "image" / "build.sh"), "--print-tag", "--repo", IMAGE_DEFAULTS["dask_image_repository"],
+         "--base-image", IMAGE_DEFAULTS["dask_image_base_image"], "--base-archive",
+         archive["dask_image_base_image_archive"], "--extra", "", "--python", sys.executable], text=True,
+    ).splitlines()[-1]
+
+
+def test_each_architecture_is_tagged_from_its_own_base_image(fleet: Fleet, pis: list[Node], fleet_image: str) -> None:
+    """A new arm64 Debian must rebuild the arm64 image: its tag comes from
+    the base archive the Pis build from, not from the x86 nodes' one."""
+    built = {node.name: _built_tag(node, fleet_image) for node in (fleet.first_manager, *pis)}
+    expected = {node.name: _content_tag(node) for node in (fleet.first_manager, *pis)}
+    assert built == expected, f"the images were built as {built}; their base archives give {expected}"
+    assert len(set(built.values())) == 2, f"both architectures have one tag, {built}, from different base images"
 
 
 def _placements(fleet: Fleet, cluster: str) -> set[str]:
