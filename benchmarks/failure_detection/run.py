@@ -32,6 +32,7 @@ CASES = [
     (r"unplaceable worker reported after", "worker Swarm cannot place: reason in the log", 15),
     (r"cluster failed after", "  ... cluster failed, next request says why", None),
     (r"unplaceable scheduler reported to the client after", "scheduler Swarm cannot place: client's error", 15),
+    (r"scheduler that waited for capacity reported", "scheduler waiting for capacity: error at timeout", None),
     (r"lost scheduler \(kill_container\) failed its cluster after", "running scheduler killed: cluster failed", 10),
     (r"lost scheduler \(remove_service\) failed its cluster after", "running scheduler's service removed", 10),
     (r"orphan swept after", "orphan swept (period 3 s here, 300 s default)", None),

@@ -97,6 +97,32 @@ def test_unplaceable_scheduler_is_reported_to_the_client(swarm, image, report):
         deployment.remove()
 
 
+def test_a_scheduler_waiting_for_capacity_says_so_and_its_timeout_names_it(swarm, image, report):
+    # Each scheduler reserves more than half of the node's cores, so the
+    # second cluster's scheduler waits for the first's: capacity that exists,
+    # but is taken. It is not a failure until the start timeout, and then
+    # the client's error says what it waited for.
+    node_cores = max(node["Description"]["Resources"]["NanoCPUs"] for node in swarm.api.nodes()) / 1e9
+    cores = round(node_cores * 0.6, 2)
+    deployment = harness.GatewayDeployment(
+        swarm, image, scheduler_cores=cores, scheduler_cores_limit=cores, cluster_start_timeout=20.0
+    )
+    waits = r"no suitable node \(insufficient resources on 1 node\)"
+    try:
+        deployment.deploy()
+        with open_gateway(deployment) as gw, open_cluster(gw):
+            started = time.monotonic()
+            with pytest.raises(
+                GatewayClusterError, match=rf"^Cluster \S+ failed to start: its scheduler waited for capacity: {waits}"
+            ):
+                call(gw.new_cluster, shutdown_on_close=False, timeout=120)
+            report(f"scheduler that waited for capacity reported at its start timeout, after {time.monotonic() - started:.1f} s")
+        assert log_line(deployment, rf"Scheduler of cluster \S+ waits for capacity: {waits}")
+        assert not log_line(deployment, rf"Scheduler of cluster \S+ failed: {waits}"), "a wait for capacity was logged as a failure"
+    finally:
+        deployment.remove()
+
+
 def kill_container(swarm, service):
     for task in swarm.api.tasks(filters={"service": service["ID"], "desired-state": "running"}):
         swarm.containers.get(task["Status"]["ContainerStatus"]["ContainerID"]).kill()
