@@ -16,6 +16,9 @@
 #   --base-archive FILE  the base image's `docker save` tarball: its config digest
 #                        stands for the base image's content in the tag
 #   --extra "PKG ..."    extra pip requirements, e.g. "scipy==1.16.3 xarray"
+#   --notebook           the image of a fleet with JupyterHub: install the lock
+#                        notebook-requirements.txt (the Dask image's packages plus the
+#                        hub, JupyterLab and dask-labextension) instead of requirements.txt
 #   --repo NAME          image repository (default: dask-gateway-swarm)
 #   --tag TAG            override the content-derived tag
 #   --python PIP_PY      python used for `pip download` (default: <repo>/.venv/bin/python)
@@ -25,7 +28,7 @@
 #   --force              build even if the image already exists
 #   --no-cache           build without Docker's layer cache (implies --force)
 # The image reference (REPO:TAG) is printed as the last line of stdout.
-# requirements.txt is the image's lock, made by `make lock` (scripts/lock.py).
+# requirements.txt and notebook-requirements.txt are the image's locks, made by `make lock` (scripts/lock.py).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,6 +42,7 @@ extra=""
 repo="dask-gateway-swarm"
 tag=""
 py="$root/.venv/bin/python"
+lock="$here/requirements.txt"
 download_only=0
 print_tag=0
 context_tar=""
@@ -52,6 +56,7 @@ while [[ $# -gt 0 ]]; do
         --base-image) base_image="$2"; shift 2 ;;
         --base-archive) base_archive="$2"; shift 2 ;;
         --extra) extra="$2"; shift 2 ;;
+        --notebook) lock="$here/notebook-requirements.txt"; shift ;;
         --repo) repo="$2"; shift 2 ;;
         --tag) tag="$2"; shift 2 ;;
         --python) py="$2"; shift 2 ;;
@@ -60,7 +65,7 @@ while [[ $# -gt 0 ]]; do
         --context-tar) context_tar="$2"; shift 2 ;;
         --force) force=1; shift ;;
         --no-cache) force=1; no_cache=(--no-cache); shift ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -89,7 +94,7 @@ trap 'rm -f "$extra_file" "$pins_file"' EXIT
 for pkg in $extra; do echo "$pkg"; done > "$extra_file"
 # The lock's versions without its hashes: extras are constrained by them, but
 # pip would demand a hash for every extra package if the constraints had any.
-sed -n 's/^\([A-Za-z0-9][^ ;\\]*==[^ ;\\]*\).*/\1/p' "$here/requirements.txt" > "$pins_file"
+sed -n 's/^\([A-Za-z0-9][^ ;\\]*==[^ ;\\]*\).*/\1/p' "$lock" > "$pins_file"
 
 backend_version="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$root/backend/src/dask_gateway_swarm/__init__.py")"
 # The base image's content, as any controller sees it: the digest in its
@@ -105,7 +110,7 @@ fi
 content_hash() {
     {
         echo "base=$base_image digest=$base_digest backend=$backend_version"
-        cat "$here/requirements.txt" "$extra_file" "$here/Dockerfile"
+        cat "$lock" "$extra_file" "$here/Dockerfile"
         (cd "$root/backend" && find pyproject.toml README.md src -type f \
             ! -path '*__pycache__*' ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum)
     } | sha256sum | cut -c1-12
@@ -124,11 +129,11 @@ fi
 # Fill the wheelhouse (skipped when a stamp shows it holds this lock + extras).
 mkdir -p "$wheelhouse"
 stamp="$wheelhouse/.stamp"
-want="$(cat "$here/requirements.txt" "$extra_file" | sha256sum | cut -c1-16)"
+want="$(cat "$lock" "$extra_file" | sha256sum | cut -c1-16)"
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     log "downloading wheels for $arch into $wheelhouse"
     "$py" -m pip download -q -d "$wheelhouse" "${platform_args[@]}" --no-deps \
-        -r "$here/requirements.txt"
+        -r "$lock"
     if [[ -s "$extra_file" ]]; then
         "$py" -m pip download -q -d "$wheelhouse" "${platform_args[@]}" \
             -r "$extra_file" -c "$pins_file"
@@ -140,7 +145,8 @@ fi
 # Build context: Dockerfile, lock, extras, wheels, backend source.
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"; rm -f "$extra_file" "$pins_file"' EXIT
-cp "$here/Dockerfile" "$here/requirements.txt" "$ctx/"
+cp "$here/Dockerfile" "$ctx/"
+cp "$lock" "$ctx/requirements.txt"
 cp "$extra_file" "$ctx/extra-requirements.txt"
 cp "$pins_file" "$ctx/constraints.txt"
 mkdir "$ctx/wheels" "$ctx/backend"

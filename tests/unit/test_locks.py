@@ -38,7 +38,7 @@ def test_the_locks_are_current_unedited_and_agree():
     assert lock.check_locks() == []
 
 
-@pytest.mark.parametrize("other", ["controller", "client"])
+@pytest.mark.parametrize("other", ["controller", "client", "notebook"])
 def test_every_package_shared_with_the_image_has_the_image_version(other):
     image, theirs = pins("image"), pins(other)
     shared = sorted(set(image) & set(theirs))
@@ -55,7 +55,17 @@ def test_the_client_lock_holds_what_a_client_needs_at_the_image_versions():
     assert not {"dask-gateway-server", "ansible-core", "molecule", "docker", "uv"} & set(client)
 
 
-@pytest.mark.parametrize("name", ["image", "client", "controller"])
+def test_the_notebook_image_holds_the_whole_image_and_the_notebook_packages():
+    image, notebook, controller = pins("image"), pins("notebook"), pins("controller")
+    assert set(image) <= set(notebook)
+    for name in ("jupyterhub", "jupyterlab", "dask-labextension", "dockerspawner", "configurable-http-proxy", "ipykernel"):
+        assert name in notebook, name
+    # The tests' hub is the image's hub.
+    for name in ("jupyterhub", "dockerspawner", "configurable-http-proxy"):
+        assert controller[name].version == notebook[name].version, name
+
+
+@pytest.mark.parametrize("name", ["image", "notebook", "client", "controller"])
 def test_every_pin_carries_hashes(name):
     entries = pins(name)
     assert len(entries) > 20
