@@ -30,7 +30,7 @@ from dask_gateway_server import auth as upstream
 from dask_gateway_server.auth import Authenticator, unauthorized
 from dask_gateway_server.models import User
 
-__all__ = ("GatewayUser", "JupyterHubAuthenticator", "UsersAuthenticator", "load_users_file")
+__all__ = ("GatewayUser", "JupyterHubAuthenticator", "PasswordBook", "UsersAuthenticator", "load_users_file")
 
 # bcrypt ignores (bcrypt >= 5: refuses) bytes beyond 72; refuse them ourselves
 # so a long password never matches by its prefix.
@@ -77,6 +77,29 @@ def _bcrypt_cost(hashed):
     return int(hashed.split(b"$")[2])
 
 
+class PasswordBook:
+    """The accounts of a users file (:func:`load_users_file`) and the check
+    of a password against them; shared by the gateway's and the hub's logins.
+    """
+
+    def __init__(self, path):
+        self.users = load_users_file(path)
+        # Unknown users are checked against this hash, at the cost of the
+        # real ones, so a user name cannot be probed by the response time.
+        cost = max((_bcrypt_cost(h) for h in self.users.values()), default=12)
+        self.dummy_hash = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=cost))
+
+    async def check(self, name, password):
+        """Whether ``password`` (bytes) is ``name``'s."""
+        hashed = self.users.get(name)
+        known = hashed is not None
+        if len(password) > _MAX_PASSWORD_BYTES:
+            password, known = password[:_MAX_PASSWORD_BYTES], False
+        # bcrypt takes ~0.2 s: off the event loop, or heartbeats stall.
+        ok = await asyncio.to_thread(bcrypt.checkpw, password, hashed or self.dummy_hash)
+        return ok and known
+
+
 class UsersAuthenticator(Authenticator):
     """HTTP Basic authentication against salted bcrypt hashes.
 
@@ -108,11 +131,8 @@ class UsersAuthenticator(Authenticator):
     )
 
     async def setup(self, app):
-        self.users = load_users_file(self.users_file)
-        # Unknown users are checked against this hash, at the cost of the
-        # real ones, so a user name cannot be probed by the response time.
-        cost = max((_bcrypt_cost(h) for h in self.users.values()), default=12)
-        self.dummy_hash = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=cost))
+        self.book = PasswordBook(self.users_file)
+        self.users = self.book.users
         unknown_admins = sorted(self.admin_users - set(self.users))
         if unknown_admins:
             self.log.warning(
@@ -144,21 +164,12 @@ class UsersAuthenticator(Authenticator):
             # The stock client encodes latin-1
             return name.decode("latin-1"), password
 
-    async def check_password(self, name, password):
-        hashed = self.users.get(name)
-        known = hashed is not None
-        if len(password) > _MAX_PASSWORD_BYTES:
-            password, known = password[:_MAX_PASSWORD_BYTES], False
-        # bcrypt takes ~0.2 s: off the event loop, or heartbeats stall.
-        ok = await asyncio.to_thread(bcrypt.checkpw, password, hashed or self.dummy_hash)
-        return ok and known
-
     async def authenticate(self, request):
         creds = self.parse_basic_auth(request.headers.get("Authorization"))
         if creds is None:
             raise unauthorized("Basic")
         name, password = creds
-        if not await self.check_password(name, password):
+        if not await self.book.check(name, password):
             self.log.info("Failed login for user %r", name)
             raise unauthorized("Basic")
         return GatewayUser(name, admin=name in self.admin_users)

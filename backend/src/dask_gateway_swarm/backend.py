@@ -19,6 +19,7 @@ from dask_gateway_server.utils import timestamp
 
 from . import placement, specs
 from .config import SwarmClusterConfig
+from .dns import use_system_resolver
 from .limits import UserLimitsMixin
 from .metrics import Metrics
 from .status import SwarmStatusMixin
@@ -26,6 +27,9 @@ from .sweep import OrphanSweepMixin
 from .swarm import SwarmClient
 
 __all__ = ("SwarmClusterConfig", "SwarmBackend")
+
+# The gateway looks up new schedulers and a redeployed hub by their names (dns.py).
+use_system_resolver()
 
 
 class SwarmBackend(UserLimitsMixin, SwarmStatusMixin, OrphanSweepMixin, DBBackendBase):

@@ -93,7 +93,7 @@ async def test_unknown_user_costs_a_bcrypt_check(tmp_path):
 
 async def test_bcrypt_runs_off_the_event_loop(users_file):
     auth = await authenticator(users_file)
-    auth.dummy_hash = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=12))
+    auth.book.dummy_hash = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=12))
     ticks = 0
 
     async def ticker():
