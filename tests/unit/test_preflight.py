@@ -108,12 +108,21 @@ def test_the_example_inventories_settings_pass(tmp_path, example):
          "gateway_scheduler_memory_limit (2G) at least gateway_scheduler_memory (3G)."),
         (inventory(gateway_node_pools=["x86", "pi"], gateway_default_node_pool="arm"),
          "gateway_default_node_pool is arm: it must be any or one of gateway_node_pools (x86, pi)."),
+        (inventory(jupyterhub_enabled=True),
+         "jupyterhub_enabled needs gateway_auth: jupyterhub (its default then; this inventory sets ), gateway_users"),
+        (inventory(jupyterhub_enabled=True, gateway_users=["alice"], gateway_auth="users"),
+         "jupyterhub_enabled needs gateway_auth: jupyterhub (its default then; this inventory sets users)"),
+        (inventory(jupyterhub_enabled=True, gateway_users=["alice"], jupyterhub_notebook_memory="2 gigs"),
+         'jupyterhub_notebook_memory as a size such as "2 GiB" (it is 2 gigs)'),
+        (inventory(jupyterhub_enabled=True, gateway_users=["alice"], jupyterhub_cluster_grace="soon"),
+         "argument 'jupyterhub_cluster_grace' is of type str and we were unable to convert to float"),
     ],
     ids=["even-managers", "host-in-both-groups", "wrong-type", "bad-choice", "users-without-users",
          "admin-not-a-user", "bad-user-name", "rotate-unknown-user", "bad-limit-key",
          "provided-cert-missing", "worker-slot-port-is-gateway-port", "negative-sweep-period",
          "zero-start-timeout", "scheduler-memory-in-gb", "scheduler-memory-in-mib",
-         "scheduler-limit-below-reservation", "default-pool-not-offered"],
+         "scheduler-limit-below-reservation", "default-pool-not-offered", "hub-without-accounts",
+         "hub-with-users-auth", "hub-notebook-memory", "hub-grace-not-a-number"],
 )
 def test_bad_input_is_refused_with_the_variable_named(tmp_path, inv, expected):
     assert_refused_before_any_change(*preflight(tmp_path, inv), expected)

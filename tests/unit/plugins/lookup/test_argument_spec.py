@@ -32,7 +32,7 @@ def test_unknown_role_names_the_known_ones():
         read_argument_spec("gateway_x")
     assert str(info.value) == (
         "dask_swarm.gateway has no role 'gateway_x' with an argument spec; known roles: "
-        "dask_image, docker_engine, gateway, registry, swarm_labels, swarm_manager, swarm_worker"
+        "dask_image, docker_engine, gateway, jupyterhub, registry, swarm_labels, swarm_manager, swarm_worker"
     )
 
 
