@@ -14,7 +14,7 @@ setup:  ## Install Docker Engine, the locked Python environment (.venv) and a ba
 lock: setup  ## Re-resolve requirements.txt, client/ and image/requirements.txt together from their .in files
 	@.venv/bin/python scripts/lock.py
 
-demo: setup  ## A local sandbox fleet (MANAGERS=1 WORKERS=2 PORT=8000) running the gateway; prints how to connect
+demo: setup  ## A local sandbox fleet (MANAGERS=1 WORKERS=2 PORT=8000) running the gateway; JUPYTERHUB=1 adds the hub (HUB_PORT=PORT+1); prints how to connect
 	@scripts/sandbox.sh up
 
 demo-down: setup  ## Remove every container, network and volume of the sandbox fleet

@@ -7,7 +7,10 @@
 #     modules' tests run it as plain processes, without the Docker Engine,
 #   - arm64 emulation (qemu-user-static through binfmt_misc) for the hetero
 #     scenario's emulated Raspberry Pi, and debootstrap, which builds its
-#     Debian (extensions/molecule/resources/node-arm64/build.sh).
+#     Debian (extensions/molecule/resources/node-arm64/build.sh),
+#   - Debian's chromium and chromium-driver, which the notebook tests drive
+#     with Selenium as a user's browser, and certutil (libnss3-tools), with
+#     which they make that browser trust the sandbox's CA.
 # Each step does nothing when its result is already there.
 set -euo pipefail
 
@@ -90,6 +93,14 @@ ensure_registry_binary() {
 # runs inside containers) and C (setuid programs such as sudo keep their
 # rights: Ansible's become on the emulated node needs it). Debian's entry
 # has F but not C; an entry without C is replaced.
+ensure_browser() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v certutil >/dev/null; then
+    log "chromium, its driver and certutil are installed"; return
+  fi
+  log "installing Debian's chromium, chromium-driver and libnss3-tools (the notebook tests' browser)"
+  apt_install chromium chromium-driver libnss3-tools
+}
+
 ensure_arm64_emulation() {
   local entry=/proc/sys/fs/binfmt_misc/qemu-aarch64 conf=/usr/lib/binfmt.d/qemu-aarch64.conf
   # Ansible reaches the emulated node over SSH.
@@ -115,3 +126,4 @@ ensure_venv
 ensure_base_image
 ensure_registry_binary
 ensure_arm64_emulation
+ensure_browser

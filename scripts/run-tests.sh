@@ -57,7 +57,7 @@ ALL_STAGES=(setup lint sanity unit modules client backend molecule-default molec
 declare -A LIMIT=(
   [setup]=900 [lint]=300 [sanity]=300 [unit]=300 [modules]=600 [client]=300
   [backend]=900 [molecule-default]=1200 [molecule-ha]=1500 [molecule-hetero]=1800
-  [quickstart]=1200
+  [quickstart]=2100
 )
 
 stage_setup() { scripts/host-setup.sh; }

@@ -5,6 +5,7 @@
 # site.yml a real fleet gets.
 #
 #   scripts/sandbox.sh up      make demo        MANAGERS=1 WORKERS=2 PORT=8000
+#                                               JUPYTERHUB=1 HUB_PORT=PORT+1
 #   scripts/sandbox.sh down    make demo-down
 #
 # `up` ends by printing the gateway's address, the password file and a
@@ -26,6 +27,9 @@ STATE="${XDG_CACHE_HOME:-$HOME/.cache}/dask_swarm_gateway/sandbox"
 MANAGERS="${MANAGERS:-1}"
 WORKERS="${WORKERS:-2}"
 PORT="${PORT:-8000}"
+# JUPYTERHUB=1: the hub too (jupyterhub_enabled), on 127.0.0.1:HUB_PORT.
+JUPYTERHUB="${JUPYTERHUB:-0}"
+HUB_PORT="${HUB_PORT:-$((PORT + 1))}"
 
 die() { printf 'sandbox: %s\n' "$*" >&2; exit 1; }
 log() { printf '==> %s\n' "$*"; }
@@ -37,10 +41,14 @@ check_counts() {
     || die "WORKERS=$WORKERS: need a whole number of worker nodes, at least 1"
   [[ "$PORT" =~ ^[0-9]+$ ]] && (( PORT >= 1 && PORT <= 65535 )) \
     || die "PORT=$PORT: need a TCP port (1-65535) for the gateway on 127.0.0.1"
+  [[ "$HUB_PORT" =~ ^[0-9]+$ ]] && (( HUB_PORT >= 1 && HUB_PORT <= 65535 && HUB_PORT != PORT )) \
+    || die "HUB_PORT=$HUB_PORT: need a TCP port (1-65535) other than PORT for the hub on 127.0.0.1"
+  [[ "$JUPYTERHUB" =~ ^[01]$ ]] || die "JUPYTERHUB=$JUPYTERHUB: need 1 (with the hub) or 0"
 }
 
-# Node list in create.yml's terms; the first manager runs the gateway, so it
-# publishes the gateway port, on loopback only.
+# Node list in create.yml's terms; the first manager runs the gateway and
+# the hub, so it publishes both ports, on loopback only (the hub's always: a
+# container's ports are fixed at its start, and JUPYTERHUB=1 may come later).
 write_nodes() {
   local file="$1" i
   {
@@ -49,7 +57,7 @@ write_nodes() {
       echo "  - name: manager$i"
       echo "    hostname: sandbox-manager$i"
       echo "    groups: [swarm_managers]"
-      if (( i == 1 )); then echo "    published_ports: ['127.0.0.1:$PORT:8000']"; fi
+      if (( i == 1 )); then echo "    published_ports: ['127.0.0.1:$PORT:8000', '127.0.0.1:$HUB_PORT:8001']"; fi
     done
     for ((i = 1; i <= WORKERS; i++)); do
       echo "  - name: worker$i"
@@ -60,6 +68,10 @@ write_nodes() {
     echo "  gateway_public_url: $(scheme)://127.0.0.1:$PORT"
     echo "  dask_image_base_image_archive: $STATE/base-image.tar"
     echo "  registry_base_image_archive: $STATE/base-image.tar"
+    if (( JUPYTERHUB )); then
+      echo "  jupyterhub_enabled: true"
+      echo "  jupyterhub_public_url: $(scheme)://127.0.0.1:$HUB_PORT"
+    fi
   } >"$file"
 }
 
@@ -73,6 +85,9 @@ check_existing() {
   [ -z "$extra" ] || die "the running sandbox has nodes this one would not list ($extra); run 'make demo-down' first"
   if ! docker port "$FLEET-manager1" 8000/tcp 2>/dev/null | grep -qx "127.0.0.1:$PORT"; then
     die "the running sandbox publishes the gateway on another port; run 'make demo-down' first, or use that PORT"
+  fi
+  if ! docker port "$FLEET-manager1" 8001/tcp 2>/dev/null | grep -qx "127.0.0.1:$HUB_PORT"; then
+    die "the running sandbox publishes the hub's port elsewhere (or not at all); run 'make demo-down' first, or use that HUB_PORT"
   fi
 }
 
@@ -136,6 +151,42 @@ with Gateway("$url", auth=BasicAuth("me", password)) as gateway:
 TXT
 }
 
+# With JUPYTERHUB=1 the gateway trusts the hub's tokens only: users log in
+# to the hub with the accounts of gateway_users and compute from notebooks.
+print_hub() {
+  local elapsed="$1" ca pwdir users
+  pwdir="$(dirname "$(gateway_var gateway_password_file)")"
+  users="$(gateway_var gateway_users | tr -d "[]'" )"
+  ca="$(gateway_var gateway_ca_file)"
+  cat <<TXT
+
+The sandbox's JupyterHub is up ($((MANAGERS + WORKERS)) nodes, ${elapsed} s).
+  JupyterHub: $(scheme)://127.0.0.1:$HUB_PORT
+  Log in as:  $users (admins: $(gateway_var gateway_admins | tr -d "[]'"))
+  Passwords:  one per user in $pwdir/<user>.password (mode 0600)
+TXT
+  if [ "$(gateway_var gateway_tls)" = self_signed ]; then
+    echo "  CA:         $ca (import it in your browser as a certificate authority)"
+  fi
+  cat <<TXT
+  Gateway:    $(scheme)://127.0.0.1:$PORT (dashboards; it takes JupyterHub tokens only)
+  Remove it:  make demo-down
+
+In a notebook on the hub, with no address and no password:
+
+# --- notebook ---
+from dask_gateway import Gateway
+
+with Gateway() as gateway, gateway.new_cluster() as cluster:
+    cluster.scale(2)
+    with cluster.get_client() as client:
+        client.wait_for_workers(2, timeout=120)
+        print("sum of squares:", client.submit(sum, client.map(lambda x: x * x, range(100))).result())
+        print("dashboard:", cluster.dashboard_link)
+# --- end of notebook ---
+TXT
+}
+
 up() {
   local start=$SECONDS nodes
   check_counts
@@ -148,7 +199,7 @@ up() {
     -e "fleet_inventory_file=$HOSTS" -e "fleet_base_image_archive=$STATE/base-image.tar"
   log "running site.yml on the sandbox, as on a real fleet"
   ansible-playbook site.yml -i "$INVENTORY"
-  print_connect $((SECONDS - start))
+  if (( JUPYTERHUB )); then print_hub $((SECONDS - start)); else print_connect $((SECONDS - start)); fi
 }
 
 down() {
