@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Run the test stages named on the command line (default: set-up, then all),
-# keep going after a failure so one run reports everything, and always
-# remove what the tests created. Ends with "stages: N passed, N failed".
+# Run the test stages named on the command line, one after another, or by
+# default the set-up and then every stage in LANES: the lanes run side by
+# side, each stage of a lane after the one before it. Keep going after a
+# failure so one run reports everything, and always remove what the tests
+# created. Ends with "stages: N passed, N failed".
+#
+# Why lanes: on 2 cores most stages leave one idle. The lint, sanity, unit,
+# client and modules stages use one core; the backend's tests wait on
+# Swarm and on Dask's timeouts with the machine 90% idle. A stage's output
+# is kept in tests/output/stages/<stage>.log and printed whole when the
+# stage ends (the lanes' outputs never interleave); "==> STAGE: started"
+# marks its start.
 #
 # A run fails when a stage fails, when a stage passes its time limit, when
 # anything its stages made is still there after the clean-up, and when it
@@ -51,6 +60,14 @@ export DASK_SWARM_TEST_RUN
 export DASK_SWARM_MOLECULE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/dask_swarm_gateway/molecule/$DASK_SWARM_TEST_RUN"
 
 ALL_STAGES=(setup lint sanity unit modules client backend molecule-default molecule-ha molecule-hetero quickstart)
+# The default run's lanes, after the set-up: each a list of stages, run in
+# order; the lanes side by side. Every stage of ALL_STAGES but setup is in
+# exactly one lane. modules and backend share the engine's own swarm (the
+# flock below): one lane has both, so that neither waits for the other.
+LANES=(
+  "modules backend molecule-default quickstart"
+  "lint sanity unit client molecule-ha molecule-hetero"
+)
 
 # Seconds each stage may take; far above its usual time on 2 cores (README),
 # so only a hang reaches them. Together they stay inside CI's 90 minutes.
@@ -134,8 +151,22 @@ if [ -n "${RUN_TESTS_STAGES_FILE:-}" ]; then
   # shellcheck source=/dev/null
   source "$RUN_TESTS_STAGES_FILE" || { echo "run-tests: cannot source $RUN_TESTS_STAGES_FILE" >&2; exit 2; }
 fi
-STAGES=("${@:-${ALL_STAGES[@]}}")
-export -f "${ALL_STAGES[@]/#/stage_}" molecule_scenario
+# Stages named on the command line run one after another; none named: the
+# set-up, then the lanes.
+LANES_RUN=""
+if [ "$#" -gt 0 ]; then
+  STAGES=("$@")
+else
+  LANES_RUN=1 STAGES=(setup)
+  # Every stage but the set-up in exactly one lane, so that none is left out.
+  lane_stages="$(printf '%s\n' setup ${LANES[@]} | sort)"
+  if [ "$lane_stages" != "$(printf '%s\n' "${ALL_STAGES[@]}" | sort)" ]; then
+    echo "run-tests: LANES must hold every stage of ALL_STAGES but setup, once: $(echo ${LANES[@]})" >&2
+    exit 2
+  fi
+fi
+# shellcheck disable=SC2046 # one name a word
+export -f $(compgen -A function stage_) molecule_scenario
 
 finish() {
   local status=$? left=""
@@ -156,74 +187,138 @@ finish() {
 }
 trap finish EXIT
 
-child=""
+STAGES_DIR="$OUTPUT/stages"
+# The running stages' `timeout` processes, one file a lane: what a signal
+# must stop.
+LANE_PIDS=()
 interrupted() {
+  local pid file
   echo "run-tests: interrupted by SIG$1; stopping the running stage and cleaning up" >&2
-  if [ -n "$child" ]; then
+  # The lanes first, so that none starts another stage.
+  for pid in "${LANE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  local -a children=()
+  for file in "$STAGES_DIR"/.lane*.child; do
+    [ -s "$file" ] && children+=("$(cat "$file")")
+  done
+  if [ "${#children[@]}" -gt 0 ]; then
     # SIGINT first: pytest and Molecule then run their own teardown (local
     # gateway servers, fixtures); SIGTERM only if that takes too long.
-    kill -INT "$child" 2>/dev/null
-    for _ in $(seq 60); do kill -0 "$child" 2>/dev/null || break; sleep 1; done
-    kill -TERM "$child" 2>/dev/null
-    wait "$child" 2>/dev/null
+    kill -INT "${children[@]}" 2>/dev/null
+    for _ in $(seq 60); do kill -0 "${children[@]}" 2>/dev/null || break; sleep 1; done
+    kill -TERM "${children[@]}" 2>/dev/null
+    for _ in $(seq 30); do kill -0 "${children[@]}" 2>/dev/null || break; sleep 1; done
   fi
+  wait 2>/dev/null
+  # What the stopped stages printed, which their lanes could not print.
+  for file in "$STAGES_DIR"/*.log; do
+    [ -e "$file" ] && [ ! -e "${file%.log}.result" ] && { printf '\n======== %s (stopped) ========\n' "$(basename "$file" .log)"; cat "$file"; }
+  done
   exit "$2"
 }
 trap 'interrupted INT 130' INT
 trap 'interrupted TERM 143' TERM
 
-# Runs one stage under its time limit; in the background, so that `wait`,
-# unlike a foreground child, lets a signal reach the traps at once.
+# Runs one stage under its time limit, its output to the stage's log, and
+# records its `timeout` process for the signal handler.
 run_stage() {
-  local stage="$1" rc
-  timeout --kill-after=30 "${LIMIT[$stage]}" bash -c "stage_$stage" &
-  child=$!
-  wait "$child"
+  local stage="$1" lane="$2" rc
+  timeout --kill-after=30 "${LIMIT[$stage]}" bash -c "stage_$stage" >"$STAGES_DIR/$stage.log" 2>&1 &
+  echo "$!" >"$STAGES_DIR/.lane$lane.child"
+  wait "$!"
   rc=$?
-  child=""
+  : >"$STAGES_DIR/.lane$lane.child"
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-    echo "run-tests: stage $stage did not finish within its limit of ${LIMIT[$stage]} s" >&2
+    echo "run-tests: stage $stage did not finish within its limit of ${LIMIT[$stage]} s" >>"$STAGES_DIR/$stage.log"
   fi
   return "$rc"
+}
+
+# One lane: its stages in order. Each stage's result goes to
+# $STAGES_DIR/<stage>.result ("PASS 12"), and its log is printed whole,
+# under a lock, when it ends.
+run_lane() {
+  local lane="$1" stage start result
+  shift
+  for stage in "$@"; do
+    start=$SECONDS
+    if [ -e "$STAGES_DIR/.setup-failed" ]; then
+      result="NOT RUN (set-up failed)"
+    else
+      printf '==> %s: started\n' "$stage"
+      if [ "$stage" = quickstart ] && [ -n "$(docker ps -aq --filter "label=$SANDBOX_LABEL" 2>/dev/null)" ]; then
+        # A sandbox of yours: this stage would replace it, so it is neither run nor removed.
+        echo "a sandbox fleet is running (make demo): remove it with 'make demo-down' first" >"$STAGES_DIR/$stage.log"
+        touch "$STAGES_DIR/.sandbox-not-owned"
+        false
+      else
+        run_stage "$stage" "$lane"
+      fi
+      if [ $? -eq 0 ]; then result=PASS; else result=FAIL; fi
+      [ "$stage" = setup ] && [ "$result" = FAIL ] && touch "$STAGES_DIR/.setup-failed"
+    fi
+    echo "$result $((SECONDS - start))" >"$STAGES_DIR/$stage.result"
+    flock "$STAGES_DIR/.print" bash -c '
+      printf "\n======== %s ========\n" "$1"
+      [ -f "$2" ] && cat "$2"
+      printf "==> %s: %s in %d s\n" "$1" "$3" "$4"' _ "$stage" "$STAGES_DIR/$stage.log" "$result" $((SECONDS - start))
+  done
 }
 
 for stage in "${STAGES[@]}"; do
   [ -n "${LIMIT[$stage]:-}" ] || { echo "unknown stage: $stage (known: ${ALL_STAGES[*]})" >&2; exit 2; }
 done
+for stage in ${LANES_RUN:+${LANES[@]}}; do
+  [ -n "${LIMIT[$stage]:-}" ] || { echo "unknown stage in LANES: $stage (known: ${ALL_STAGES[*]})" >&2; exit 2; }
+done
+
+rm -rf "$STAGES_DIR" && mkdir -p "$STAGES_DIR"
+# Every stage that may run owns its kind of object for the clean-up.
+for stage in "${STAGES[@]}" ${LANES_RUN:+${LANES[@]}}; do
+  case $stage in
+    molecule-*) OWNED[molecule]=1 ;;
+    backend) OWNED[backend]=1 ;;
+    quickstart) OWNED[sandbox]=1 ;;
+  esac
+done
+started=$SECONDS
+if [ -n "$LANES_RUN" ]; then
+  # The set-up alone, then the lanes side by side.
+  run_lane 0 setup
+  lane_no=0
+  for lane in "${LANES[@]}"; do
+    lane_no=$((lane_no + 1))
+    # shellcheck disable=SC2086 # a lane is a list of stage names
+    run_lane "$lane_no" $lane &
+    LANE_PIDS+=("$!")
+  done
+  wait "${LANE_PIDS[@]}"
+  STAGES=(setup)
+  for lane in "${LANES[@]}"; do
+    # shellcheck disable=SC2206 # a lane is a list of stage names
+    STAGES+=($lane)
+  done
+else
+  run_lane 0 "${STAGES[@]}" &
+  LANE_PIDS+=("$!")
+  wait "${LANE_PIDS[@]}"
+fi
+# A sandbox that was not this run's is neither removed nor checked.
+[ -e "$STAGES_DIR/.sandbox-not-owned" ] && unset 'OWNED[sandbox]'
 
 passed=0 failed=0 summary=()
 for stage in "${STAGES[@]}"; do
-  printf '\n======== %s ========\n' "$stage"
-  start=$SECONDS
-  if [ -n "${setup_failed:-}" ]; then
-    result="NOT RUN (set-up failed)"
-    failed=$((failed + 1))
+  if [ -f "$STAGES_DIR/$stage.result" ]; then
+    line="$(cat "$STAGES_DIR/$stage.result")"
+    result="${line% *}" seconds="${line##* }"
   else
-    case $stage in
-      molecule-*) OWNED[molecule]=1 ;;
-      backend) OWNED[backend]=1 ;;
-      quickstart) OWNED[sandbox]=1 ;;
-    esac
-    if [ "$stage" = quickstart ] && [ -n "$(docker ps -aq --filter "label=$SANDBOX_LABEL" 2>/dev/null)" ]; then
-      # A sandbox of yours: this stage would replace it, so it is neither run nor removed.
-      unset 'OWNED[sandbox]'
-      echo "a sandbox fleet is running (make demo): remove it with 'make demo-down' first" >&2
-      false
-    else
-      run_stage "$stage"
-    fi
-    if [ $? -eq 0 ]; then
-      passed=$((passed + 1)); result=PASS
-    else
-      failed=$((failed + 1)); result=FAIL
-      [ "$stage" = setup ] && setup_failed=1
-    fi
+    result="NOT RUN" seconds=0
   fi
-  printf '==> %s: %s in %d s\n' "$stage" "$result" $((SECONDS - start))
-  summary+=("$(printf '%-18s %s %4ds' "$stage" "$result" $((SECONDS - start)))")
+  if [ "$result" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+  summary+=("$(printf '%-18s %s %4ds' "$stage" "$result" "$seconds")")
 done
 
 printf '\n======== summary ========\n'
 printf '%s\n' "${summary[@]}"
+printf 'wall clock: %d s\n' $((SECONDS - started))
 echo "stages: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

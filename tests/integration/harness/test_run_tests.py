@@ -21,6 +21,12 @@ owns Molecule, backend or sandbox objects. Checked:
   Only ``docker volume create/ls/rm`` of that label are used;
 * the run id (DASK_SWARM_TEST_RUN) reaches the stages, a caller's is kept,
   a malformed one is refused;
+* with no stage named, the set-up runs, then the lanes (LANES) side by
+  side: a stage of one lane starts while a stage of the other runs, each
+  stage's output is printed in one piece, a failure in one lane stops
+  neither lane, a failed set-up runs no lane, SIGTERM stops every lane's
+  stage and starts no further one, and LANES that leave out a stage are
+  refused before anything runs;
 * two runs on one engine: with the real clean-up of Molecule's kind
   (SELFTEST_REAL_CLEANUP; it selects by the run's id, which the test makes
   unique), the run removes its own labelled volume, while a volume labelled
@@ -49,9 +55,17 @@ LABEL_KEY = "dask_swarm.gateway.run-tests-selftest"
 
 STAGES = r"""
 # Stages for tests/integration/harness/test_run_tests.py, sourced by run-tests.sh.
-ALL_STAGES=(setup pass fail slow hang keep-volume drop-volume show-run run-volume)
+ALL_STAGES=(setup pass fail slow hang keep-volume drop-volume show-run run-volume lane-a lane-b hang-b)
 LIMIT=([setup]=20 [pass]=20 [fail]=20 [slow]=2 [hang]=30 [keep-volume]=30 [drop-volume]=30 [show-run]=20
-       [run-volume]=30)
+       [run-volume]=30 [lane-a]=20 [lane-b]=20 [hang-b]=30)
+# The default run's lanes (no stage named); a test may pick others.
+# Each but "incomplete" has every stage of its ALL_STAGES in one lane.
+case "${SELFTEST_LANES:-}" in
+  hang) ALL_STAGES=(setup hang pass hang-b show-run) LANES=("hang pass" "hang-b show-run") ;;
+  short) ALL_STAGES=(setup lane-a pass) LANES=("lane-a" "pass") ;;
+  incomplete) LANES=("lane-a pass") ;;
+  sides) ALL_STAGES=(setup lane-a fail pass lane-b slow show-run) LANES=("lane-a fail pass" "lane-b slow show-run") ;;
+esac
 OUTPUT="$SELFTEST_DIR/output"
 # The real clean-up would remove Molecule nodes or a sandbox: never here,
 # except that of Molecule's kind for a run id that no real fleet has.
@@ -78,6 +92,24 @@ stage_hang() {
   echo "$BASHPID" >"$SELFTEST_DIR/hang.stage-pid"
   sh -c 'echo $$ >"$1.child-pid" && touch "$1.started" && exec sleep 60' sh "$SELFTEST_DIR/hang"
   touch "$SELFTEST_DIR/hang.finished"
+}
+# Each lane stage records when it started and ended, and prints three lines
+# with a pause between them: a lane's output must come out in one piece.
+stage_lane-a() {
+  date +%s.%N >"$SELFTEST_DIR/lane-a.start"
+  for i in 1 2 3; do echo "lane-a line $i"; sleep 0.5; done
+  date +%s.%N >"$SELFTEST_DIR/lane-a.end"
+}
+stage_lane-b() {
+  date +%s.%N >"$SELFTEST_DIR/lane-b.start"
+  for i in 1 2 3; do echo "lane-b line $i"; sleep 0.5; done
+  date +%s.%N >"$SELFTEST_DIR/lane-b.end"
+  [ -z "${SELFTEST_LANE_B_FAILS:-}" ]
+}
+stage_hang-b() {
+  echo "$BASHPID" >"$SELFTEST_DIR/hang-b.stage-pid"
+  sh -c 'echo $$ >"$1.child-pid" && touch "$1.started" && exec sleep 60' sh "$SELFTEST_DIR/hang-b"
+  touch "$SELFTEST_DIR/hang-b.finished"
 }
 stage_keep-volume() { docker volume create --label "$SELFTEST_LABEL" "$SELFTEST_VOLUME"; }
 stage_drop-volume() {
@@ -342,3 +374,67 @@ def test_the_clean_up_leaves_another_runs_objects_alone(work, two_runs):
     assert not (work / "cache" / "dask_swarm_gateway" / "molecule" / two_runs["ours"]).exists()
     assert (work / "cache" / "dask_swarm_gateway" / "molecule").is_dir(), "the stage made no ephemeral directory"
     assert docker_volumes(f"{RUN_LABEL_KEY}={two_runs['other']}") == [two_runs["other_volume"]]
+
+
+def stamp(work, name):
+    return float((work / name).read_text())
+
+
+def test_lanes_run_side_by_side_and_print_each_stage_whole(work):
+    # The set-up, then "lane-a fail pass" beside "lane-b slow show-run".
+    rc, out, _ = run(work, SELFTEST_LANES="sides", SELFTEST_LANE_B_FAILS="1")
+    assert (work / "ran-setup").exists(), out
+    assert stamp(work, "lane-b.start") < stamp(work, "lane-a.end"), "lane-b waited for lane-a: no lanes side by side"
+    assert stamp(work, "lane-a.start") < stamp(work, "lane-b.end"), "lane-a waited for lane-b: no lanes side by side"
+    for lane in ("lane-a", "lane-b"):
+        block = re.search(rf"^======== {lane} ========\n(.*?)^==> {lane}: ", out, re.S | re.M)
+        assert block, out
+        assert block.group(1) == "".join(f"{lane} line {i}\n" for i in (1, 2, 3)), out
+    # A failure in each lane (fail; lane-b itself) stops neither.
+    assert line("lane-b", "FAIL").search(out), out
+    assert line("pass", "PASS").search(out), out
+    assert (work / "ran-pass").exists() and (work / "ran-fail").exists()
+    assert line("show-run", "PASS").search(out), out
+    assert rc != 0, out
+    assert re.search(r"^stages: \d+ passed, \d+ failed$", out, re.M), out
+    # The summary lists the set-up and every lane's stages, in that order.
+    summary = out.split("======== summary ========")[1]
+    assert re.findall(r"^(\S+)\s+(?:PASS|FAIL)", summary, re.M)[:4] == ["setup", "lane-a", "fail", "pass"], summary
+
+
+def test_a_failed_set_up_runs_no_lane(work):
+    rc, out, _ = run(work, SELFTEST_LANES="short", SELFTEST_SETUP_FAILS="1")
+    assert rc != 0, out
+    assert line("setup", "FAIL").search(out), out
+    assert line("lane-a", "NOT RUN (set-up failed)").search(out), out
+    assert not (work / "lane-a.start").exists() and not (work / "ran-pass").exists()
+
+
+def test_lanes_that_leave_out_a_stage_are_refused(work):
+    rc, out, _ = run(work, SELFTEST_LANES="incomplete")
+    assert rc == 2, out
+    assert "run-tests: LANES must hold every stage of ALL_STAGES but setup, once" in out
+    assert not (work / "ran-setup").exists(), out
+
+
+def test_a_signal_stops_every_lane(work):
+    proc = start(work, SELFTEST_LANES="hang")
+    deadline = time.monotonic() + GUARD
+    while not ((work / "hang.started").exists() and (work / "hang-b.started").exists()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            rc, out = finish(proc)
+            pytest.fail(f"the two hanging stages never ran side by side (rc {rc}):\n{out}")
+        time.sleep(0.05)
+    pids = recorded_pids(work)
+    assert len(pids) == 4 and all(alive(p) for p in pids)
+    proc.send_signal(signal.SIGTERM)
+    rc, out = finish(proc)
+    assert rc == 143, out
+    assert "run-tests: interrupted by SIGTERM" in out
+    assert not (work / "ran-pass").exists() and not (work / "run-id").exists(), f"a stage ran after TERM:\n{out}"
+    assert not (work / "hang.finished").exists() and not (work / "hang-b.finished").exists()
+    assert (work / "cleanup-ran").exists(), out
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if alive(p)], "stage processes survived TERM"
