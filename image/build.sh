@@ -126,11 +126,18 @@ if [[ $download_only -eq 0 && $force -eq 0 && -z "$context_tar" ]] && docker ima
     exit 0
 fi
 
-# Fill the wheelhouse (skipped when a stamp shows it holds this lock + extras).
+# Fill the wheelhouse (skipped when a stamp shows it holds this lock +
+# extras). Wheels are only ever added, so it keeps a stamp for each lock it
+# holds: the image's and the notebook image's do not undo each other.
+# Builds on one controller may run at once (two playbooks, the test
+# stages' lanes): the lock keeps one from copying a wheel another is still
+# writing, until this build's context has its wheels.
 mkdir -p "$wheelhouse"
-stamp="$wheelhouse/.stamp"
+exec 9>"$wheelhouse/.lock"
+if command -v flock >/dev/null; then flock 9; fi
 want="$(cat "$lock" "$extra_file" | sha256sum | cut -c1-16)"
-if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+stamp="$wheelhouse/.stamp-$want"
+if [[ ! -e "$stamp" ]]; then
     log "downloading wheels for $arch into $wheelhouse"
     "$py" -m pip download -q -d "$wheelhouse" "${platform_args[@]}" --no-deps \
         -r "$lock"
@@ -138,7 +145,7 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
         "$py" -m pip download -q -d "$wheelhouse" "${platform_args[@]}" \
             -r "$extra_file" -c "$pins_file"
     fi
-    rm -f "$stamp"; echo "$want" > "$stamp"
+    touch "$stamp"
 fi
 [[ $download_only -eq 1 ]] && { log "wheelhouse ready: $wheelhouse"; exit 0; }
 
@@ -151,6 +158,7 @@ cp "$extra_file" "$ctx/extra-requirements.txt"
 cp "$pins_file" "$ctx/constraints.txt"
 mkdir "$ctx/wheels" "$ctx/backend"
 cp -l "$wheelhouse"/*.whl "$ctx/wheels/" 2>/dev/null || cp "$wheelhouse"/*.whl "$ctx/wheels/"
+exec 9>&-
 (cd "$root/backend" && tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md src) \
     | tar -x -C "$ctx/backend"
 
