@@ -25,8 +25,8 @@ owns Molecule, backend or sandbox objects. Checked:
   side: a stage of one lane starts while a stage of the other runs, each
   stage's output is printed in one piece, a failure in one lane stops
   neither lane, a failed set-up runs no lane, SIGTERM stops every lane's
-  stage and starts no further one, and LANES that leave out a stage are
-  refused before anything runs;
+  stage and starts no further one, and LANES that leave out a stage, or
+  whose limits add up past RUN_LIMIT, are refused before anything runs;
 * two runs on one engine: with the real clean-up of Molecule's kind
   (SELFTEST_REAL_CLEANUP; it selects by the run's id, which the test makes
   unique), the run removes its own labelled volume, while a volume labelled
@@ -64,6 +64,7 @@ case "${SELFTEST_LANES:-}" in
   hang) ALL_STAGES=(setup hang pass hang-b show-run) LANES=("hang pass" "hang-b show-run") ;;
   short) ALL_STAGES=(setup lane-a pass) LANES=("lane-a" "pass") ;;
   incomplete) LANES=("lane-a pass") ;;
+  too-long) ALL_STAGES=(setup lane-a pass) LANES=("lane-a pass") RUN_LIMIT=39 ;;
   sides) ALL_STAGES=(setup lane-a fail pass lane-b slow show-run) LANES=("lane-a fail pass" "lane-b slow show-run") ;;
 esac
 OUTPUT="$SELFTEST_DIR/output"
@@ -414,6 +415,14 @@ def test_lanes_that_leave_out_a_stage_are_refused(work):
     rc, out, _ = run(work, SELFTEST_LANES="incomplete")
     assert rc == 2, out
     assert "run-tests: LANES must hold every stage of ALL_STAGES but setup, once" in out
+    assert not (work / "ran-setup").exists(), out
+
+
+def test_lanes_whose_limits_add_up_past_the_run_limit_are_refused(work):
+    # setup 20 + lane-a 20 + pass 20 s, against a RUN_LIMIT of 39 s.
+    rc, out, _ = run(work, SELFTEST_LANES="too-long")
+    assert rc == 2, out
+    assert "run-tests: the limits of setup and the lane 'lane-a pass' add up to 60 s, over RUN_LIMIT (39 s)" in out
     assert not (work / "ran-setup").exists(), out
 
 
