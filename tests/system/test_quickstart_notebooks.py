@@ -32,6 +32,7 @@ import pytest
 import requests
 import yaml
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -205,11 +206,16 @@ def test_a_user_logs_in_and_computes_from_a_notebook_with_no_configuration(
     editor.click()
     editor.send_keys(CELL)
     editor.send_keys(Keys.SHIFT, Keys.ENTER)
-    output = WebDriverWait(browser, 420).until(
-        lambda d: next((e.text for e in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")
-                        if "dashboard:" in e.text or "Error" in e.text), None),
-        message="the cell's output",
-    )
+    try:
+        output = WebDriverWait(browser, 420).until(
+            lambda d: next((e.text for e in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")
+                            if "dashboard:" in e.text or "Error" in e.text), None),
+            message="the cell's output",
+        )
+    except TimeoutException:
+        # What the user would have seen: the kernel's state, a half-run cell.
+        browser.save_screenshot(str(ARTEFACTS / "notebook-timeout.png"))
+        raise
     browser.save_screenshot(str(ARTEFACTS / "notebook.png"))
     assert f"sum of squares: {sum(x * x for x in range(100))}" in output, output
     link = re.search(r"dashboard: (\S+)", output).group(1)

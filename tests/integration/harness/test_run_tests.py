@@ -55,6 +55,13 @@ LABEL_KEY = "dask_swarm.gateway.run-tests-selftest"
 
 STAGES = r"""
 # Stages for tests/integration/harness/test_run_tests.py, sourced by run-tests.sh.
+if [ -n "${SELFTEST_REAL_LANES:-}" ]; then
+  # The project's own stages, LANES and limits, each stage a no-op.
+  for name in "${ALL_STAGES[@]}"; do eval "stage_$name() { echo \"ran $name\"; }"; done
+  cleanup() { touch "$SELFTEST_DIR/cleanup-ran"; }
+  OUTPUT="$SELFTEST_DIR/output"
+  return 0
+fi
 ALL_STAGES=(setup pass fail slow hang keep-volume drop-volume show-run run-volume lane-a lane-b hang-b)
 LIMIT=([setup]=20 [pass]=20 [fail]=20 [slow]=2 [hang]=30 [keep-volume]=30 [drop-volume]=30 [show-run]=20
        [run-volume]=30 [lane-a]=20 [lane-b]=20 [hang-b]=30)
@@ -424,6 +431,15 @@ def test_lanes_whose_limits_add_up_past_the_run_limit_are_refused(work):
     assert rc == 2, out
     assert "run-tests: the limits of setup and the lane 'lane-a pass' add up to 60 s, over RUN_LIMIT (39 s)" in out
     assert not (work / "ran-setup").exists(), out
+
+
+def test_the_projects_lanes_hold_every_stage_and_fit_the_run_limit(work):
+    # The real ALL_STAGES, LANES, LIMIT and RUN_LIMIT, with no-op stages.
+    rc, out, _ = run(work, SELFTEST_REAL_LANES="1")
+    assert rc == 0, out
+    assert re.search(r"^stages: (\d+) passed, 0 failed$", out, re.M), out
+    for name in re.findall(r"^==> (\S+): PASS in \d+ s$", out, re.M):
+        assert f"ran {name}" in out
 
 
 def test_a_signal_stops_every_lane(work):
