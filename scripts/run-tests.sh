@@ -272,11 +272,11 @@ run_lane() {
   done
 }
 
-for stage in "${STAGES[@]}"; do
+# Every stage this run may start: the named ones, or the set-up and the lanes'.
+# shellcheck disable=SC2206 # a lane is a list of stage names
+RUNNABLE=("${STAGES[@]}" ${LANES_RUN:+${LANES[@]}})
+for stage in "${RUNNABLE[@]}"; do
   [ -n "${LIMIT[$stage]:-}" ] || { echo "unknown stage: $stage (known: ${ALL_STAGES[*]})" >&2; exit 2; }
-done
-for stage in ${LANES_RUN:+${LANES[@]}}; do
-  [ -n "${LIMIT[$stage]:-}" ] || { echo "unknown stage in LANES: $stage (known: ${ALL_STAGES[*]})" >&2; exit 2; }
 done
 for lane in ${LANES_RUN:+"${LANES[@]}"}; do
   total=${LIMIT[setup]:-0}
@@ -289,7 +289,7 @@ done
 
 rm -rf "$STAGES_DIR" && mkdir -p "$STAGES_DIR"
 # Every stage that may run owns its kind of object for the clean-up.
-for stage in "${STAGES[@]}" ${LANES_RUN:+${LANES[@]}}; do
+for stage in "${RUNNABLE[@]}"; do
   case $stage in
     molecule-*) OWNED[molecule]=1 ;;
     backend) OWNED[backend]=1 ;;
@@ -308,11 +308,7 @@ if [ -n "$LANES_RUN" ]; then
     LANE_PIDS+=("$!")
   done
   wait "${LANE_PIDS[@]}"
-  STAGES=(setup)
-  for lane in "${LANES[@]}"; do
-    # shellcheck disable=SC2206 # a lane is a list of stage names
-    STAGES+=($lane)
-  done
+  STAGES=("${RUNNABLE[@]}")
 else
   run_lane 0 "${STAGES[@]}" &
   LANE_PIDS+=("$!")

@@ -194,6 +194,16 @@ def finish(proc, timeout=GUARD):
     return proc.returncode, out
 
 
+def wait_until_started(proc, work, *stages, what):
+    """Wait until each named stage has marked its start; fail with WHAT if the runner ends or the guard passes first."""
+    deadline = time.monotonic() + GUARD
+    while not all((work / f"{stage}.started").exists() for stage in stages):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            rc, out = finish(proc)
+            pytest.fail(f"{what} (rc {rc}):\n{out}")
+        time.sleep(0.05)
+
+
 def run(work, *stages, **env):
     began = time.monotonic()
     rc, out = finish(start(work, *stages, **env))
@@ -247,12 +257,7 @@ def test_stage_past_its_limit_is_stopped(work):
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"])
 def test_signal_stops_the_run(work, sig, code):
     proc = start(work, "hang", "pass")
-    deadline = time.monotonic() + GUARD
-    while not (work / "hang.started").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            rc, out = finish(proc)
-            pytest.fail(f"the hang stage never started (rc {rc}):\n{out}")
-        time.sleep(0.05)
+    wait_until_started(proc, work, "hang", what="the hang stage never started")
     pids = recorded_pids(work)
     assert len(pids) == 2 and all(alive(p) for p in pids)
     proc.send_signal(sig)
@@ -444,12 +449,7 @@ def test_the_projects_lanes_hold_every_stage_and_fit_the_run_limit(work):
 
 def test_a_signal_stops_every_lane(work):
     proc = start(work, SELFTEST_LANES="hang")
-    deadline = time.monotonic() + GUARD
-    while not ((work / "hang.started").exists() and (work / "hang-b.started").exists()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            rc, out = finish(proc)
-            pytest.fail(f"the two hanging stages never ran side by side (rc {rc}):\n{out}")
-        time.sleep(0.05)
+    wait_until_started(proc, work, "hang", "hang-b", what="the two hanging stages never ran side by side")
     pids = recorded_pids(work)
     assert len(pids) == 4 and all(alive(p) for p in pids)
     proc.send_signal(signal.SIGTERM)
