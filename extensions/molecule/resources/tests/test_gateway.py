@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import Fleet, gateway_log
+from conftest import Fleet, changed_by_host, gateway_log
 
 # The client helpers of the backend's integration tests: a timeout on every
 # blocking call, and Gateway/cluster objects closed exactly once.
@@ -148,3 +148,16 @@ def test_the_gateway_serves_the_provided_certificate(gateway_vars, fleet: Fleet)
     assert not manager.host.file(f"{tls_dir}/ca.key").exists, "the role made a CA of its own"
     key = manager.host.file(f"{tls_dir}/tls.key")
     assert (key.user, key.mode) == ("root", 0o600)
+
+
+@pytest.mark.gateway_variant
+def test_a_gateway_only_run_with_no_gateway_to_keep_the_image_of_fails_before_any_change(rerun_gateway) -> None:
+    """With the image play skipped (--skip-tags image) the gateway keeps the
+    image of its running service; a stack that runs no gateway yet has no
+    image to keep, and the role says so before it changes anything."""
+    run = rerun_gateway("-e", '{"gateway_stack_name": "no-gateway-here"}', succeed=False)
+    # ansible-core prints a task's error on stderr, and the YAML callback
+    # folds long messages: compare with the whitespace collapsed.
+    output = " ".join((run.stdout + run.stderr).split())
+    assert "no gateway runs yet whose image could be kept" in output, run.stderr[-3000:]
+    assert not any(changed_by_host(run.stdout).values()), "the failed run changed something"

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import Fleet, assert_no_secret_printed, playbook
+from conftest import Fleet, assert_no_secret_printed
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
@@ -52,7 +52,7 @@ def names(gateway: Gateway) -> set[str]:
     return {c.name for c in call(gateway.list_clusters)}
 
 
-def test_jupyterhub_tokens_log_users_in(pytestconfig, gateway_vars, fleet: Fleet, hub: Hub, tmp_path: Path) -> None:
+def test_jupyterhub_tokens_log_users_in(rerun_gateway, gateway_vars, fleet: Fleet, hub: Hub, tmp_path: Path) -> None:
     url = gateway_vars["gateway_public_url"]
     stack = gateway_vars["gateway_stack_name"]
     manager = fleet.first_manager.host
@@ -64,7 +64,7 @@ def test_jupyterhub_tokens_log_users_in(pytestconfig, gateway_vars, fleet: Fleet
     extra.chmod(0o600)
     gateways = {}
     try:
-        run = playbook(pytestconfig, "-e", f"@{extra}")
+        run = rerun_gateway("-e", f"@{extra}")
         assert_no_secret_printed(run, hub.gateway_token, *tokens.values())
         api = url + "/api/v1/clusters/"
         wait_for(lambda: http_status(api, hub_token=tokens["alice"]) == 200, 120, message="alice's token to work")
@@ -98,7 +98,7 @@ def test_jupyterhub_tokens_log_users_in(pytestconfig, gateway_vars, fleet: Fleet
     finally:
         for gateway in gateways.values():
             close_gateway(gateway)
-        restored = playbook(pytestconfig)
+        restored = rerun_gateway()
     # Back to the scenario's own auth: the hub token's secret is gone too.
     assert_no_secret_printed(restored, hub.gateway_token)
     assert not manager.check_output(f"docker secret ls -q --filter name={stack}_jupyterhub_token")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Fleet, playbook, worker_tasks
+from conftest import Fleet, worker_tasks
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
@@ -30,8 +30,8 @@ CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}
 SLOT_TAKEN = "host-mode port already in use"
 
 
-def test_one_worker_per_node(pytestconfig, gateway_vars, login, worker_nodes, fleet: Fleet) -> None:
-    playbook(pytestconfig, "-e", '{"gateway_one_worker_per_node": true}')
+def test_one_worker_per_node(rerun_gateway, gateway_vars, login, worker_nodes, fleet: Fleet) -> None:
+    rerun_gateway("-e", '{"gateway_one_worker_per_node": true}')
     gateway = Gateway(gateway_vars["gateway_public_url"], auth=BasicAuth(*login))
     try:
         with open_cluster(gateway, **CLUSTER_OPTIONS) as cluster:
@@ -54,4 +54,4 @@ def test_one_worker_per_node(pytestconfig, gateway_vars, login, worker_nodes, fl
                 assert call(client.submit(sum, range(100)).result) == 4950
     finally:
         close_gateway(gateway)
-        playbook(pytestconfig)
+        rerun_gateway()

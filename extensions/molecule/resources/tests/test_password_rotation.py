@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_no_secret_printed, changed_by_host, playbook, read_password
+from conftest import assert_no_secret_printed, changed_by_host, read_password
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.auth("simple"), pytest.mark.changes_deployment, pytest
 CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}
 
 
-def test_rotation_replaces_the_password_and_keeps_clusters(pytestconfig, gateway_vars, fleet_secrets) -> None:
+def test_rotation_replaces_the_password_and_keeps_clusters(rerun_gateway, gateway_vars, fleet_secrets) -> None:
     url = gateway_vars["gateway_public_url"]
     password_file = Path(gateway_vars["gateway_password_file"])
     old = read_password(password_file)
@@ -35,7 +35,7 @@ def test_rotation_replaces_the_password_and_keeps_clusters(pytestconfig, gateway
     finally:
         close_gateway(gateway)
 
-    run = playbook(pytestconfig, "-e", '{"gateway_password_rotate": true}')
+    run = rerun_gateway("-e", '{"gateway_password_rotate": true}')
     new = read_password(password_file)
     assert new != old
     assert password_file.stat().st_mode & 0o777 == 0o600
@@ -52,7 +52,7 @@ def test_rotation_replaces_the_password_and_keeps_clusters(pytestconfig, gateway
         close_gateway(gateway)
 
     # Unchanged variables afterwards: the rerun changes nothing (no new rotation).
-    again = playbook(pytestconfig)
+    again = rerun_gateway()
     assert read_password(password_file) == new
     recap = changed_by_host(again.stdout)
     assert recap and set(recap.values()) == {0}, again.stdout[-3000:]

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import Fleet, assert_no_secret_printed, playbook
+from conftest import Fleet, assert_no_secret_printed
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / "backend" / "tests" / "integration"))
@@ -153,11 +153,11 @@ def test_per_user_limits_refuse_with_the_numbers(gateways, users, fleet: Fleet) 
     wait_for(lambda: not names(as_limited), 120, message=f"{limited}'s clusters to stop")
 
 
-def test_rotating_one_user_changes_only_that_password(pytestconfig, gateway_vars, user_password_files, users, fleet_secrets) -> None:
+def test_rotating_one_user_changes_only_that_password(rerun_gateway, gateway_vars, user_password_files, users, fleet_secrets) -> None:
     url = gateway_vars["gateway_public_url"] + "/api/v1/clusters/"
     rotated = [u for u in users["all"] if u not in users["admins"]][0]
     before = passwords(user_password_files)
-    run = playbook(pytestconfig, "-e", '{"gateway_password_rotate_users": ["%s"]}' % rotated)
+    run = rerun_gateway("-e", '{"gateway_password_rotate_users": ["%s"]}' % rotated)
     after = passwords(user_password_files)
     assert after[rotated] != before[rotated]
     assert {u: p for u, p in after.items() if u != rotated} == {u: p for u, p in before.items() if u != rotated}
@@ -166,7 +166,7 @@ def test_rotating_one_user_changes_only_that_password(pytestconfig, gateway_vars
     assert http_status(url, (rotated, before[rotated])) == 401
 
 
-def test_a_new_user_list_adds_and_removes_accounts(pytestconfig, gateway_vars, user_password_files, users, fleet_secrets, fleet: Fleet) -> None:
+def test_a_new_user_list_adds_and_removes_accounts(rerun_gateway, gateway_vars, user_password_files, users, fleet_secrets, fleet: Fleet) -> None:
     """One rerun removes a user (access revoked, clusters stopped) and adds
     one (a new password); the other users keep theirs."""
     url = gateway_vars["gateway_public_url"] + "/api/v1/clusters/"
@@ -185,7 +185,7 @@ def test_a_new_user_list_adds_and_removes_accounts(pytestconfig, gateway_vars, u
     as_admin = Gateway(gateway_vars["gateway_public_url"], auth=BasicAuth(admin, pw[admin]))
     try:
         assert name in names(as_admin)
-        run = playbook(pytestconfig, "-e", '{"gateway_users": %s}' % str(kept + [added]).replace("'", '"'))
+        run = rerun_gateway("-e", '{"gateway_users": %s}' % str(kept + [added]).replace("'", '"'))
         new_password = new_file.read_text(encoding="utf-8").strip()
         assert len(new_password) >= 43 and new_file.stat().st_mode & 0o777 == 0o600
         assert_no_secret_printed(run, new_password, *pw.values(), *fleet_secrets.values())
