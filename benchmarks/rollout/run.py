@@ -13,6 +13,14 @@ same lock) and the sandbox fleet of `make demo` is rolled out from it:
   warm    `make demo` after `make demo-down`, the caches kept
   rerun   `ansible-playbook site.yml -i inventories/sandbox` on that fleet,
           with nothing to change (it must report changed=0)
+  gateway the same with `--tags gateway --skip-tags image`: only the
+          gateway's and the hub's plays, as an admin changing a gateway
+          setting runs them (nothing to change here either)
+
+A revision may carry environment variables for its runs after a '+', so
+that one checkout is compared with and without a setting:
+`--revs HEAD+ANSIBLE_STRATEGY=linear HEAD` is stock Ansible against
+ansible.cfg's Mitogen strategy.
 
 Rounds interleave the revisions at each fleet size (3 nodes, then 9: one
 manager, N-1 workers), so a drift in the machine's speed hits all alike.
@@ -24,7 +32,7 @@ The sandbox has one fixed name: the benchmark refuses to start while one
 is running, and removes its own at the end.
 
 Usage: .venv/bin/python benchmarks/rollout/run.py [--revs BEFORE AFTER] [--sizes 3 9]
-       [--runs first warm rerun] [--rounds 1] [--json out.json]
+       [--runs first warm rerun gateway] [--rounds 1] [--json out.json]
 """
 
 import argparse
@@ -47,17 +55,25 @@ SANDBOX_LABEL = f"{NODE['fleet_label_fleet']}=dask-swarm-sandbox"
 WHEELHOUSE = Path(yaml.safe_load((REPO / "roles" / "dask_image" / "defaults" / "main.yml").read_text())
                   ["dask_image_controller_cache"]).expanduser() / "wheelhouse"
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-RUNS = ("first", "warm", "rerun")
+RUNS = ("first", "warm", "rerun", "gateway")
+SANDBOX_HOSTS = Path("inventories") / "sandbox" / "hosts.yml"
+RERUNS = {
+    "rerun": ".venv/bin/ansible-playbook site.yml -i inventories/sandbox",
+    "gateway": ".venv/bin/ansible-playbook site.yml -i inventories/sandbox --tags gateway --skip-tags image",
+}
 
 
-def run(cmd, cwd, log):
-    """Run a command, its output to LOG; return (seconds, output)."""
+def run(cmd, cwd, log, env=None, must_pass=True):
+    """Run a command, its output to LOG; return (seconds, output), or, when
+    it fails and need not pass, (None, output)."""
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=cwd, shell=isinstance(cmd, str), text=True, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", **(env or {})))
     seconds = time.monotonic() - start
     log.write_text(proc.stdout)
+    if proc.returncode != 0 and not must_pass:
+        return None, proc.stdout
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {cmd} in {cwd}; output in {log}\n{proc.stdout[-3000:]}")
     return seconds, proc.stdout
@@ -84,13 +100,17 @@ def drop_controller_caches():
 
 
 class Worktree:
-    """A checkout of one revision, sharing this checkout's .venv."""
+    """A checkout of one revision, sharing this checkout's .venv; SPEC is
+    REV or REV+NAME=VALUE[+NAME=VALUE...], the environment of its runs."""
 
-    def __init__(self, rev, workdir):
-        self.rev = rev
+    def __init__(self, spec, workdir):
+        rev, *assignments = spec.split("+")
+        self.rev = spec
+        self.env = dict(a.split("=", 1) for a in assignments)
         self.commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True,
                                      text=True, check=True).stdout.strip()
-        self.path = Path(workdir) / self.commit
+        # One directory per spec: a spec's worktree is its own even when two share a commit.
+        self.path = Path(workdir) / f"{self.commit}-{len(list(Path(workdir).iterdir()))}"
         subprocess.run(["git", "worktree", "add", "--detach", str(self.path), self.commit], cwd=REPO, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if (self.path / "requirements.txt").read_bytes() != (REPO / "requirements.txt").read_bytes():
@@ -119,12 +139,13 @@ def main():
     logs.mkdir(parents=True, exist_ok=True)
     trees = [Worktree(rev, workdir) for rev in args.revs]
     rows = []
+    formed_by = None
     try:
         for size in args.sizes:
             make_vars = f"WORKERS={size - 1}"
             for round_ in range(1, args.rounds + 1):
                 for tree in trees:
-                    tag = f"{tree.commit}-{size}-{round_}"
+                    tag = f"{tree.path.name}-{size}-{round_}"
                     for name in args.runs:
                         if name in ("first", "warm"):
                             run(f"make demo-down {make_vars}", tree.path, logs / f"{tag}-down.log")
@@ -132,14 +153,26 @@ def main():
                                 drop_controller_caches()
                             cmd = f"make demo {make_vars}"
                         else:
-                            if not sandbox_running():
-                                run(f"make demo {make_vars}", tree.path, logs / f"{tag}-rerun-setup.log")
-                            cmd = ".venv/bin/ansible-playbook site.yml -i inventories/sandbox"
+                            # A fleet of this size, formed by any revision: the
+                            # sandbox's inventory is per checkout, so this one
+                            # gets a copy. A rerun's changed count shows when
+                            # the revisions' roles disagree on the fleet.
+                            if not sandbox_running() or formed_by is None or formed_by[1] != size:
+                                run(f"make demo-down {make_vars}", tree.path, logs / f"{tag}-rerun-down.log")
+                                run(f"make demo {make_vars}", tree.path, logs / f"{tag}-rerun-setup.log", tree.env)
+                            elif formed_by[0] != tree.path:
+                                shutil.copy(formed_by[0] / SANDBOX_HOSTS, tree.path / SANDBOX_HOSTS)
+                            cmd = RERUNS[name]
                         print(f"==> {tree.rev} ({tree.commit}), {size} nodes, round {round_}: {name}", flush=True)
-                        seconds, output = run(cmd, tree.path, logs / f"{tag}-{name}.log")
+                        # A rerun may fail where a revision lacks what it needs (gateway: before
+                        # the gateway kept its image); the row says so and the rounds go on.
+                        seconds, output = run(cmd, tree.path, logs / f"{tag}-{name}.log", tree.env,
+                                              must_pass=name in ("first", "warm"))
+                        formed_by = (tree.path, size)
                         rows.append({"rev": tree.rev, "commit": tree.commit, "nodes": size, "round": round_,
-                                     "run": name, "seconds": round(seconds, 1), "changed": changed(output)})
-                        print(f"    {seconds:.1f} s, changed={rows[-1]['changed']}", flush=True)
+                                     "run": name, "seconds": seconds and round(seconds, 1),
+                                     "changed": changed(output) if seconds else "failed"})
+                        print(f"    {rows[-1]['seconds']} s, changed={rows[-1]['changed']}", flush=True)
     finally:
         subprocess.run("make demo-down", shell=True, cwd=trees[-1].path if trees else REPO,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
@@ -150,15 +183,17 @@ def main():
     print("| revision | nodes | run | round | seconds | changed |")
     print("|---|---|---|---|---|---|")
     for row in rows:
+        seconds = "failed" if row["seconds"] is None else f"{row['seconds']:.0f}"
         print(f"| {row['rev']} ({row['commit']}) | {row['nodes']} | {row['run']} | {row['round']} "
-              f"| {row['seconds']:.0f} | {row['changed']} |")
-    base = trees[0].commit
+              f"| {seconds} | {row['changed']} |")
+    base = trees[0].rev
     for tree in trees[1:]:
         for size in args.sizes:
             for name in args.runs:
                 pairs = [(b["seconds"], a["seconds"]) for b in rows for a in rows
-                         if b["commit"] == base and a["commit"] == tree.commit and b["nodes"] == a["nodes"] == size
-                         and b["run"] == a["run"] == name and b["round"] == a["round"]]
+                         if b["rev"] == base and a["rev"] == tree.rev and b["nodes"] == a["nodes"] == size
+                         and b["run"] == a["run"] == name and b["round"] == a["round"]
+                         and b["seconds"] and a["seconds"]]
                 ratios = ", ".join(f"{after / before:.2f}x" for before, after in pairs)
                 print(f"{name}, {size} nodes: {tree.rev} / {trees[0].rev} = {ratios} (per round)")
     if args.json:
