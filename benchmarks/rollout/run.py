@@ -19,8 +19,8 @@ same lock) and the sandbox fleet of `make demo` is rolled out from it:
 
 A revision may carry environment variables for its runs after a '+', so
 that one checkout is compared with and without a setting:
-`--revs HEAD+ANSIBLE_STRATEGY=linear HEAD` is stock Ansible against
-ansible.cfg's Mitogen strategy.
+`--revs HEAD+ANSIBLE_STRATEGY=free HEAD` is Ansible's free strategy
+against the default linear one.
 
 Rounds interleave the revisions at each fleet size (3 nodes, then 9: one
 manager, N-1 workers), so a drift in the machine's speed hits all alike.
@@ -103,14 +103,14 @@ class Worktree:
     """A checkout of one revision, sharing this checkout's .venv; SPEC is
     REV or REV+NAME=VALUE[+NAME=VALUE...], the environment of its runs."""
 
-    def __init__(self, spec, workdir):
+    def __init__(self, spec, workdir, index):
         rev, *assignments = spec.split("+")
         self.rev = spec
         self.env = dict(a.split("=", 1) for a in assignments)
         self.commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True,
                                      text=True, check=True).stdout.strip()
-        # One directory per spec: a spec's worktree is its own even when two share a commit.
-        self.path = Path(workdir) / f"{self.commit}-{len(list(Path(workdir).iterdir()))}"
+        # One directory per spec (its index): two specs may share a commit.
+        self.path = Path(workdir) / f"{self.commit}-{index}"
         subprocess.run(["git", "worktree", "add", "--detach", str(self.path), self.commit], cwd=REPO, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if (self.path / "requirements.txt").read_bytes() != (REPO / "requirements.txt").read_bytes():
@@ -137,7 +137,7 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="rollout."))
     logs = REPO / "benchmarks" / "results" / "rollout"
     logs.mkdir(parents=True, exist_ok=True)
-    trees = [Worktree(rev, workdir) for rev in args.revs]
+    trees = [Worktree(rev, workdir, i) for i, rev in enumerate(args.revs)]
     rows = []
     formed_by = None
     try:
@@ -170,8 +170,8 @@ def main():
                                               must_pass=name in ("first", "warm"))
                         formed_by = (tree.path, size)
                         rows.append({"rev": tree.rev, "commit": tree.commit, "nodes": size, "round": round_,
-                                     "run": name, "seconds": seconds and round(seconds, 1),
-                                     "changed": changed(output) if seconds else "failed"})
+                                     "run": name, "seconds": None if seconds is None else round(seconds, 1),
+                                     "changed": "failed" if seconds is None else changed(output)})
                         print(f"    {rows[-1]['seconds']} s, changed={rows[-1]['changed']}", flush=True)
     finally:
         subprocess.run("make demo-down", shell=True, cwd=trees[-1].path if trees else REPO,
@@ -193,7 +193,7 @@ def main():
                 pairs = [(b["seconds"], a["seconds"]) for b in rows for a in rows
                          if b["rev"] == base and a["rev"] == tree.rev and b["nodes"] == a["nodes"] == size
                          and b["run"] == a["run"] == name and b["round"] == a["round"]
-                         and b["seconds"] and a["seconds"]]
+                         and None not in (b["seconds"], a["seconds"])]
                 ratios = ", ".join(f"{after / before:.2f}x" for before, after in pairs)
                 print(f"{name}, {size} nodes: {tree.rev} / {trees[0].rev} = {ratios} (per round)")
     if args.json:

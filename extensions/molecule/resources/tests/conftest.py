@@ -437,24 +437,20 @@ def playbook(pytestconfig, *extra: str, name: str = "gateway.yml", succeed: bool
     return proc
 
 
-@pytest.fixture(scope="session")
-def rerun_gateway(pytestconfig, fleet: Fleet, gateway_vars: dict[str, str]):
+@pytest.fixture(scope="module")
+def rerun_gateway(pytestconfig, fleet_image: str):
     """Rerun only the gateway's and the hub's plays with extra arguments, as an
     admin who changes a gateway setting would: ``--tags gateway --skip-tags
     image`` (README), which leaves out the registry and image plays; the
     gateway and the hub keep the image they run. Returns the run's process."""
+    # A scenario's inventory may name the fleet registry through the
+    # registry play's fact (gateway_allowed_image_prefixes in default): the
+    # registry the running image comes from, as that play set it.
+    skipped_facts = json.dumps({"registry_pull_address": fleet_image.split("/")[0]})
 
     def rerun(*extra: str, succeed: bool = True) -> subprocess.CompletedProcess:
-        image = fleet.first_manager.host.check_output(
-            "docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' %s",
-            f"{gateway_vars['gateway_stack_name']}_gateway",
-        ).strip()
-        # A scenario's inventory may name the fleet registry through the
-        # registry play's fact (gateway_allowed_image_prefixes in default):
-        # the registry the running image comes from, as that play set it.
-        skipped_facts = {"registry_pull_address": image.split("/")[0]}
-        return playbook(pytestconfig, "--tags", "gateway", "--skip-tags", "image",
-                        "-e", json.dumps(skipped_facts), *extra, succeed=succeed)
+        return playbook(pytestconfig, "--tags", "gateway", "--skip-tags", "image", "-e", skipped_facts, *extra,
+                        succeed=succeed)
 
     return rerun
 
