@@ -317,6 +317,14 @@ fi
 # A sandbox that was not this run's is neither removed nor checked.
 [ -e "$STAGES_DIR/.sandbox-not-owned" ] && unset 'OWNED[sandbox]'
 
+# At most three lines a failed stage's log gives as the reason: pytest's
+# FAILED/ERROR lines, Ansible's fatal ones, run-tests' own; else its last two.
+failure_lines() {
+  local found
+  found="$(grep -E '^(FAILED|ERROR) |fatal: \[|^run-tests: |^ERROR: ' "$1" | tail -n 3)"
+  if [ -n "$found" ]; then printf '%s\n' "$found"; else grep -v '^[[:space:]]*$' "$1" | tail -n 2; fi
+}
+
 passed=0 failed=0 summary=()
 for stage in "${STAGES[@]}"; do
   if [ -f "$STAGES_DIR/$stage.result" ]; then
@@ -327,6 +335,11 @@ for stage in "${STAGES[@]}"; do
   fi
   if [ "$result" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
   summary+=("$(printf '%-18s %s %4ds' "$stage" "$result" "$seconds")")
+  # Why a stage failed, under its line: CI may keep only the end of the
+  # output, which the stages' whole logs above have scrolled away.
+  if [ "$result" = FAIL ] && [ -f "$STAGES_DIR/$stage.log" ]; then
+    while IFS= read -r why; do summary+=("    ${why:0:200}"); done < <(failure_lines "$STAGES_DIR/$stage.log")
+  fi
 done
 
 printf '\n======== summary ========\n'

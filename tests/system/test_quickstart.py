@@ -45,6 +45,15 @@ def test_demo_forms_the_fleet_and_prints_how_to_connect(demo, password_file: Pat
     assert f'os.environ["SSL_CERT_FILE"] = "{ca_file}"' in demo.stdout
 
 
+def test_yamllint_passes_while_the_sandbox_runs(demo) -> None:
+    # The sandbox writes its inventory into the checkout; `make lint` beside a
+    # running `make demo` (or beside this stage, in the suite's other lane)
+    # once failed on it.
+    assert (SANDBOX_INVENTORY / "hosts.yml").exists(), "the sandbox wrote no inventory"
+    lint = subprocess.run([str(BIN / "yamllint"), "-s", "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert lint.returncode == 0, lint.stdout[-3000:]
+
+
 def test_the_gateway_speaks_https_only_with_a_certificate_from_the_ca(demo, ca_file: Path) -> None:
     import ssl
     import urllib.error

@@ -10,7 +10,8 @@ but for a run id of its own (below), and none of its stage names is one that
 owns Molecule, backend or sandbox objects. Checked:
 
 * every stage prints "==> <stage>: PASS|FAIL in N s", and the run ends with
-  "stages: N passed, N failed"; a failed stage does not stop later ones;
+  "stages: N passed, N failed"; a failed stage does not stop later ones,
+  and the summary gives its reason (pytest's FAILED line) under its line;
 * a stage past its limit is stopped and fails the run with a message;
 * SIGTERM / SIGINT stop the running stage (its processes are gone), clean
   up, exit 143 / 130 and run no further stage;
@@ -89,7 +90,11 @@ fi
 
 stage_setup() { touch "$SELFTEST_DIR/ran-setup"; [ -z "${SELFTEST_SETUP_FAILS:-}" ]; }
 stage_pass() { touch "$SELFTEST_DIR/ran-pass"; }
-stage_fail() { touch "$SELFTEST_DIR/ran-fail"; return 3; }
+stage_fail() {
+  touch "$SELFTEST_DIR/ran-fail"
+  printf 'tests/test_x.py F\nFAILED tests/test_x.py::test_y - AssertionError: the reason\n1 failed in 0.1s\n'
+  return 3
+}
 # The stage records its own PID and its child's, which marks the start.
 stage_slow() {
   echo "$BASHPID" >"$SELFTEST_DIR/slow.stage-pid"
@@ -239,6 +244,16 @@ def test_failure_does_not_stop_later_stages(work):
     assert line("pass", "PASS").search(out), out
     assert out.rstrip().endswith("stages: 2 passed, 1 failed"), out
     assert (work / "cleanup-ran").exists()
+
+
+def test_the_summary_says_why_a_stage_failed(work):
+    # CI may show only the end of the output: the reason must be there, under
+    # the failed stage's line, and no passed stage gets one.
+    rc, out, _ = run(work, "setup", "fail", "pass")
+    assert rc != 0, out
+    summary = out.split("======== summary ========", 1)[1]
+    assert re.search(r"^fail +FAIL +\d+s\n    FAILED tests/test_x.py::test_y - AssertionError: the reason\n", summary, re.M), summary
+    assert re.search(r"^pass +PASS +\d+s\nwall clock", summary, re.M), summary
 
 
 def test_stage_past_its_limit_is_stopped(work):
