@@ -15,7 +15,8 @@ README, not retyped here) turns the hub on, and a real browser uses it.
   any output, service log or `docker service inspect`.
 - Stopping alice's server stops her clusters after the grace period
   (jupyterhub_cluster_grace, 30 s in the sandbox), not before, and not
-  at all when her server starts again within it.
+  at all when her server starts again within it; carol's cluster, which
+  alice's admin list holds too, keeps running.
 """
 
 from __future__ import annotations
@@ -283,12 +284,13 @@ def test_no_secret_shows_in_output_logs_or_service_specs(hub_demo, accounts: dic
             assert value not in text, f"{what} shows in {where}"
 
 
-def test_stopping_her_server_stops_her_clusters_after_the_grace_period(client, hub_session: requests.Session,
-                                                                     tokens: dict[str, str]) -> None:
+def test_stopping_her_server_stops_her_clusters_only_after_the_grace_period(client, hub_session: requests.Session,
+                                                                          tokens: dict[str, str]) -> None:
     """A cluster she started and left running (shutdown_on_close=False, as a
     culled kernel leaves one) survives her server's stop when the server
     starts again within the grace period; after a stop that lasts, it stops
-    once the grace period is over, and not before."""
+    once the grace period is over, and not before. She is an admin, whose
+    cluster list holds everyone's: carol's cluster keeps running."""
     helpers, dask_gateway = client
     call, close_cluster, close_gateway = helpers.call, helpers.close_cluster, helpers.close_gateway
     grace = yaml.safe_load((SANDBOX_INVENTORY / "group_vars" / "all.yml").read_text(encoding="utf-8"))[
@@ -310,17 +312,24 @@ def test_stopping_her_server_stops_her_clusters_after_the_grace_period(client, h
     def her_services() -> list[str]:
         return on_manager("docker", "service", "ls", "-q", "--filter", f"label={USER_LABEL}=alice").split()
 
-    gateway = dask_gateway.Gateway(GATEWAY, auth=dask_gateway.JupyterHubAuth(api_token=tokens["alice"]))
-    try:
-        cluster = call(gateway.new_cluster, worker_cores=0.5, worker_memory="1 GiB", shutdown_on_close=False,
-                       timeout=180)
-        name = cluster.name
-        close_cluster(cluster)
-    finally:
-        close_gateway(gateway)
+    def left_running(user: str) -> str:
+        gateway = dask_gateway.Gateway(GATEWAY, auth=dask_gateway.JupyterHubAuth(api_token=tokens[user]))
+        try:
+            cluster = call(gateway.new_cluster, worker_cores=0.5, worker_memory="1 GiB", shutdown_on_close=False,
+                           timeout=180)
+            close_cluster(cluster)
+            return cluster.name
+        finally:
+            close_gateway(gateway)
 
-    def running() -> bool:
-        return bool(on_manager("docker", "service", "ls", "-q", "--filter", f"label=dask-gateway-swarm.cluster={name}"))
+    def stops_logged() -> int:
+        return container_log("jupyterhub_hub").count("Dask cluster(s) of alice")
+
+    name, carols = left_running("alice"), left_running("carol")
+
+    def running(cluster: str = name) -> bool:
+        return bool(on_manager("docker", "service", "ls", "-q", "--filter",
+                               f"label=dask-gateway-swarm.cluster={cluster}"))
 
     # Stopped, and started again (under the same service name) within the grace period: the cluster stays.
     server("DELETE")
@@ -331,6 +340,7 @@ def test_stopping_her_server_stops_her_clusters_after_the_grace_period(client, h
     assert running(), "her cluster stopped although her server started again within the grace period"
 
     # Stopped for good: within the grace period the cluster keeps running...
+    logged = stops_logged()
     server("DELETE")
     stopped = time.monotonic()
     wait_for(notebook_service_gone, 60, "alice's notebook service to go")
@@ -342,6 +352,15 @@ def test_stopping_her_server_stops_her_clusters_after_the_grace_period(client, h
     elapsed = time.monotonic() - stopped
     print(f"alice's clusters were gone {elapsed:.1f} s after her server stopped (grace {grace} s)")
     assert elapsed >= grace - 1
+    # Her clean-up is over (logged), and carol's cluster runs on.
+    wait_for(lambda: stops_logged() > logged, 60, "the hub to log the clean-up of alice's clusters")
+    assert "Stopped 1 Dask cluster(s) of alice" in container_log("jupyterhub_hub")
+    assert running(carols), "alice's clean-up stopped carol's cluster (an admin's list holds everyone's)"
+    gateway = dask_gateway.Gateway(GATEWAY, auth=dask_gateway.JupyterHubAuth(api_token=tokens["carol"]))
+    try:
+        call(gateway.stop_cluster, carols)
+    finally:
+        close_gateway(gateway)
     # No token secret of her server is left behind.
     assert not on_manager("docker", "secret", "ls", "-q", "--filter", "label=dask_swarm.gateway.notebook-token")
 

@@ -40,6 +40,7 @@ from traitlets import Unicode
 
 from .auth import PasswordBook
 from .dns import use_system_resolver
+from .limits import OWN_CLUSTERS_PATH
 
 __all__ = ("AccountsAuthenticator", "NotebookSpawner", "stop_clusters_after")
 
@@ -179,8 +180,9 @@ class _ClusterStopper:
         try:
             client = AsyncHTTPClient()
             headers = {"Authorization": f"jupyterhub {token}"}
+            # Her own clusters: an admin's list holds everyone's.
             resp = await client.fetch(
-                HTTPRequest(f"{self.gateway_api_url}/api/v1/clusters/", headers=headers, request_timeout=30)
+                HTTPRequest(f"{self.gateway_api_url}{OWN_CLUSTERS_PATH}", headers=headers, request_timeout=30)
             )
             names = sorted(json.loads(resp.body))
             for cluster in names:

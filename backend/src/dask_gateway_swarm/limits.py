@@ -20,13 +20,20 @@ holds nothing. Its cores are its workers times ``worker_cores`` plus its
 
 from collections import namedtuple
 
+from aiohttp import web
 from traitlets import Dict, Float, Integer, Set, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import JobStatus
+from dask_gateway_server.routes import api_handler
 
-__all__ = ("UserLimitsMixin", "UserLimits", "validate_limit_overrides")
+__all__ = ("UserLimitsMixin", "UserLimits", "validate_limit_overrides", "OWN_CLUSTERS_PATH")
+
+# The caller's own active clusters, admins included: their list_clusters
+# holds every user's, and what acts for one user (the hub's clean-up once a
+# server stops) must not take it for theirs.
+OWN_CLUSTERS_PATH = "/api/v1/self/clusters/"
 
 LIMIT_KEYS = ("max_clusters", "max_workers", "max_cores")
 
@@ -93,7 +100,8 @@ class UserLimitsMixin(LoggingConfigurable):
     admin_users = Set(
         Unicode(),
         help="""
-        Users who list every user's clusters.
+        Users who list every user's clusters (their own alone: GET
+        /api/v1/self/clusters/).
 
         Use the same names as the authenticator's admin users (whose users may
         then also connect to, scale and stop any cluster).
@@ -349,8 +357,16 @@ class UserLimitsMixin(LoggingConfigurable):
     # Backend interface
 
     async def setup(self, app):
+        # Before the server starts, while its routes can still be added.
+        app.router.add_get(OWN_CLUSTERS_PATH, api_handler(user_authenticated=True)(self.own_clusters))
         await super().setup(app)
         await self.stop_clusters_of_removed_users()
+
+    async def own_clusters(self, request):
+        """``GET OWN_CLUSTERS_PATH``: as upstream's cluster list (by name, no
+        TLS keys), of the caller's own active clusters only."""
+        clusters = await super().list_clusters(username=request["user"].name)
+        return web.json_response({c.name: c.to_dict(full=False) for c in clusters})
 
     async def stop_clusters_of_removed_users(self):
         if not self.allowed_users:

@@ -20,7 +20,9 @@ import aiohttp
 import pytest
 from dask_gateway import BasicAuth, Gateway, GatewayClusterError
 
+from dask_gateway_swarm.limits import OWN_CLUSTERS_PATH
 from localgateway import (
+    PASSWORDS,
     kill_cluster_processes,
     raises,
     start_server,
@@ -120,6 +122,17 @@ async def test_users_see_and_touch_only_their_clusters_admin_all(gw):
         assert [r.name for r in await within(bob.list_clusters())] == [b]
         assert await within(carol.list_clusters()) == []
         assert {r.name for r in await within(alice.list_clusters())} == {a, b}
+        # Her own alone, admin or not, as the hub's clean-up asks for them.
+        async with aiohttp.ClientSession() as session:
+            for user, own in [("alice", {a}), ("bob", {b}), ("carol", set())]:
+                auth = aiohttp.BasicAuth(user, PASSWORDS[user])
+                async with session.get(gw.address + OWN_CLUSTERS_PATH, auth=auth) as resp:
+                    assert resp.status == 200, (user, await resp.text())
+                    listed = await resp.json()
+                assert set(listed) == own, (user, listed)
+                assert all("tls_key" not in c for c in listed.values()), listed
+            async with session.get(gw.address + OWN_CLUSTERS_PATH) as resp:
+                assert resp.status == 401
 
         # bob on alice's cluster: 403 from every route (the stock client
         # raises aiohttp's ClientResponseError for it)
