@@ -9,7 +9,7 @@ README, "Code layout").
 import asyncio
 
 from docker.errors import APIError, NotFound
-from traitlets import Bool, Float, Integer, List, Unicode, default
+from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
 
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import DBBackendBase
@@ -165,12 +165,25 @@ class SwarmBackend(UserLimitsMixin, SwarmStatusMixin, OrphanSweepMixin, DBBacken
     allowed_image_prefixes = List(
         Unicode(),
         help="""
-        Prefixes a cluster's ``image`` option must start with, e.g. the
-        fleet's registry (``10.0.0.2:5000/``). Empty: any image. The
-        configured ``SwarmClusterConfig.image`` is always allowed.
+        Registries, namespaces or repositories a cluster's ``image`` option
+        must name or lie under, e.g. the fleet's registry (``10.0.0.2:5000``)
+        or a namespace of it (``10.0.0.2:5000/lab/``). Matched at the
+        reference's boundaries: ``registry.lab`` admits
+        ``registry.lab/x:1``, not ``registry.lab.evil.com/x``. Empty: any
+        image. The configured ``SwarmClusterConfig.image`` is always allowed.
         """,
         config=True,
     )
+
+    @validate("allowed_image_prefixes")
+    def _check_prefixes(self, proposal):
+        for prefix in proposal.value:
+            if not prefix.strip("/") or any(c.isspace() for c in prefix) or "://" in prefix:
+                raise TraitError(
+                    f"allowed_image_prefixes: {prefix!r} is not a registry, namespace or "
+                    "repository (e.g. '10.0.0.2:5000' or '10.0.0.2:5000/lab/')"
+                )
+        return proposal.value
 
     docker_threads = Integer(4, help="Threads for blocking Docker API calls.", config=True)
 
@@ -439,9 +452,9 @@ class SwarmBackend(UserLimitsMixin, SwarmStatusMixin, OrphanSweepMixin, DBBacken
         if image == self.cluster_config_class(parent=self).image:
             return
         prefixes = self.allowed_image_prefixes
-        if prefixes and not image.startswith(tuple(prefixes)):
+        if prefixes and not any(image_is_under(image, p) for p in prefixes):
             raise PublicException(
-                f"image: {image} is not allowed here; images must start with "
+                f"image: {image} is not allowed here; images must come from "
                 + " or ".join(prefixes)
             )
         try:
@@ -551,6 +564,20 @@ class SwarmBackend(UserLimitsMixin, SwarmStatusMixin, OrphanSweepMixin, DBBacken
     async def _cluster_to_running(self, cluster):
         self.metrics.observe_start("cluster", (timestamp() - cluster.start_time) / 1000)
         await super()._cluster_to_running(cluster)
+
+
+def image_is_under(image, prefix):
+    """Whether image reference ``image`` is ``prefix`` (a registry, a
+    namespace or a repository) or lies under it. A prefix ending in ``/``
+    holds what starts with it; any other must end where the reference has a
+    boundary: a ``/``, or the ``:tag`` or ``@digest`` of a repository (a
+    ``:`` followed by a ``/`` is a registry's port: another registry)."""
+    if prefix.endswith("/"):
+        return image.startswith(prefix)
+    if not image.startswith(prefix):
+        return False
+    rest = image[len(prefix):]
+    return rest == "" or rest[0] == "/" or (rest[0] in ":@" and "/" not in rest)
 
 
 def _wants_workers(msg):

@@ -183,7 +183,7 @@ def test_orphans_are_swept_while_the_gateway_runs(gateway, swarm, report):
     [
         ("127.0.0.1:9/lab/no-such-image:1", {}, "is in no registry the fleet can reach and not on the gateway's node"),
         ("debian:bookworm", {"allowed_image_prefixes": ["registry.lab.example:5000/"]},
-         "is not allowed here; images must start with registry.lab.example:5000/"),
+         "is not allowed here; images must come from registry.lab.example:5000/"),
     ],
     ids=["nowhere", "not-allowed"],
 )
