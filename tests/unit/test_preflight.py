@@ -89,8 +89,24 @@ def test_the_example_inventories_settings_pass(tmp_path, example):
         (inventory(gateway_users=["alice"], gateway_password_rotate_users=["bob"]),
          'gateway_password_rotate_users: ["bob"]'),
         (inventory(gateway_user_limits={"bob": {"max_wrkers": 2}}),
-         "gateway_user_limits maps a user name to any of max_clusters, max_workers and max_cores, each a number "
-         '(0: no limit), e.g. {bob: {max_workers: 16}}; it is {"bob": {"max_wrkers": 2}}.'),
+         "gateway_user_limits maps a user name to any of max_clusters, max_workers and max_cores, each a number, "
+         '0 or more (0: no limit), e.g. {bob: {max_workers: 16}}; it is {"bob": {"max_wrkers": 2}}.'),
+        (inventory(gateway_user_limits={"bob": {"max_workers": -1}}),
+         "each a number, 0 or more (0: no limit)"),
+        (inventory(gateway_auth="users", gateway_users=["alice", "bob"], gateway_user_limits={"bbo": {"max_workers": 2}}),
+         "gateway_user_limits names bbo, not in gateway_users (alice, bob): a mistyped name would limit nobody."),
+        (inventory(gateway_profiles={"small": {"worker_cores": 2, "worker_memroy": "8 GiB"}}),
+         'gateway_profiles.small is {"worker_cores": 2, "worker_memroy": "8 GiB"}: a worker size sets only '
+         "worker_cores, worker_cores_limit, worker_memory, worker_memory_limit, with at most gateway_max_worker_cores"),
+        (inventory(gateway_profiles={"big": {"worker_cores": 2, "worker_memory": "64 GiB"}}),
+         'gateway_profiles.big is {"worker_cores": 2, "worker_memory": "64 GiB"}'),
+        (inventory(gateway_worker_cores=16),
+         'gateway_worker_cores and gateway_worker_memory is {"worker_cores": 16, "worker_memory": "2 GiB"}'),
+        (inventory(gateway_worker_memory="lots"),
+         'gateway_worker_cores and gateway_worker_memory is {"worker_cores": 1, "worker_memory": "lots"}'),
+        (inventory(gateway_allowed_image_prefixes=["https://registry.lab"]),
+         'gateway_allowed_image_prefixes holds registries, namespaces or repositories such as 10.0.0.2:5000 or '
+         '10.0.0.2:5000/lab/ (no scheme, no spaces, not empty); it is ["https://registry.lab"].'),
         (inventory(gateway_tls="provided", gateway_tls_cert_path="/nonexistent/tls.crt", gateway_tls_key_path="/etc/hostname"),
          "gateway_tls_cert_path is /nonexistent/tls.crt, which is not a file on the controller."),
         (inventory(gateway_one_worker_per_node=True, gateway_one_worker_per_node_port=8000),
@@ -119,6 +135,8 @@ def test_the_example_inventories_settings_pass(tmp_path, example):
     ],
     ids=["even-managers", "host-in-both-groups", "wrong-type", "bad-choice", "users-without-users",
          "admin-not-a-user", "bad-user-name", "rotate-unknown-user", "bad-limit-key",
+         "negative-limit", "limit-of-no-account", "profile-key-mistyped", "profile-above-max",
+         "default-cores-above-max", "default-memory-malformed", "image-prefix-with-scheme",
          "provided-cert-missing", "worker-slot-port-is-gateway-port", "negative-sweep-period",
          "zero-start-timeout", "scheduler-memory-in-gb", "scheduler-memory-in-mib",
          "scheduler-limit-below-reservation", "default-pool-not-offered", "hub-without-accounts",
@@ -143,3 +161,14 @@ def test_a_32_bit_node_is_refused_by_name_before_any_change(tmp_path):
         "The Dask image is built for x86_64 and aarch64 only; these nodes are armv7l: pi7. "
         "Remove them from swarm_managers and swarm_workers (a 32-bit Raspberry Pi OS runs armv7l: "
         "install the 64-bit one)")
+
+
+def test_preflight_takes_the_profile_keys_the_backend_takes():
+    # Two copies of one list (the role cannot import the backend): kept equal here.
+    import ast
+
+    source = (ROOT / "backend" / "src" / "dask_gateway_swarm" / "options.py").read_text(encoding="utf-8")
+    (PROFILE_KEYS,) = [ast.literal_eval(node.value) for node in ast.parse(source).body
+                       if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "PROFILE_KEYS"]
+    role_vars = yaml.safe_load((ROOT / "roles" / "gateway" / "vars" / "main.yml").read_text(encoding="utf-8"))
+    assert role_vars["__gateway_profile_keys"] == list(PROFILE_KEYS)

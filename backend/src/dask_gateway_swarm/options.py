@@ -23,10 +23,12 @@ import re
 
 from dask_gateway_server.options import Float, Mapping, Options, Select, String
 
-__all__ = ("parse_memory", "swarm_cluster_options", "CUSTOM_PROFILE", "ANY_POOL")
+__all__ = ("parse_memory", "swarm_cluster_options", "CUSTOM_PROFILE", "ANY_POOL", "PROFILE_KEYS")
 
 CUSTOM_PROFILE = "custom"
 ANY_POOL = "any"
+# What a profile may set.
+PROFILE_KEYS = ("worker_cores", "worker_cores_limit", "worker_memory", "worker_memory_limit")
 
 _UNITS = {
     "": 1,
@@ -76,7 +78,7 @@ def parse_memory(value, name="memory"):
         if match is None or unit not in _UNITS:
             raise ValueError(
                 f"{name}: {value!r} is not a memory size "
-                "(expected a number of bytes or e.g. '512 MiB', '8 GiB')"
+                "(expected a size such as '512 MiB' or '8 GiB')"
             )
         nbytes = int(float(match.group(1)) * _UNITS[unit])
     else:
@@ -84,6 +86,18 @@ def parse_memory(value, name="memory"):
     if nbytes <= 0:
         raise ValueError(f"{name}: must be positive, got {value!r}")
     return nbytes
+
+
+class MemoryString(String):
+    """A memory size as a string, or a number of GiB: the DaskHub chart's
+    convention, which seed users type (``new_cluster(worker_memory=2)``)."""
+
+    def validate(self, x):
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            if not x > 0:
+                raise ValueError(f"{self.field}: a number is GiB and must be positive, got {x!r}")
+            return f"{x:g} GiB"
+        return super().validate(x)
 
 
 def is_reserved_env_name(name):
@@ -207,9 +221,27 @@ def swarm_cluster_options(
     """
     profiles = dict(profiles or {})
     node_pools = list(node_pools or [])
+    # Fail at gateway start, not at the first user request: a mistyped key
+    # would otherwise be dropped, and a default above the maximum refuse
+    # every new_cluster() that does not name a size.
     for name, size in profiles.items():
-        # Fail at gateway start, not at the first user request.
+        unknown = sorted(set(size) - set(PROFILE_KEYS))
+        if unknown:
+            raise ValueError(
+                f"profile {name}: unknown key(s) {', '.join(map(str, unknown))} "
+                f"(expected {', '.join(PROFILE_KEYS)})"
+            )
         resolve_worker_size({"profile": name}, profiles, max_worker_cores, max_worker_memory)
+    resolve_worker_size(
+        {
+            "worker_cores": float(default_worker_cores),
+            "worker_cores_limit": float(default_worker_cores_limit),
+            "worker_memory": default_worker_memory,
+        },
+        {},
+        max_worker_cores,
+        max_worker_memory,
+    )
     fields = [
         Select(
             "profile",
@@ -231,7 +263,7 @@ def swarm_cluster_options(
             max=max_worker_cores,
             label="Worker cores limit (0: same as worker cores)",
         ),
-        String("worker_memory", default=str(default_worker_memory), label="Worker memory"),
+        MemoryString("worker_memory", default=str(default_worker_memory), label="Worker memory (a number: GiB)"),
     ]
     if node_pools:
         fields.append(

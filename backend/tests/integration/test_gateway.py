@@ -213,7 +213,7 @@ def test_options_honoured_inside_worker(gateway):
         ({"profile": "huge"}, "'huge' is not a valid option for profile"),
         (
             {"worker_memory": "banana"},
-            "worker_memory: 'banana' is not a memory size (expected a number of bytes or e.g. '512 MiB', '8 GiB')",
+            "worker_memory: 'banana' is not a memory size (expected a size such as '512 MiB' or '8 GiB')",
         ),
         ({"worker_cores": 8}, "worker_cores must be <= 4.000000, got 8.0"),
         ({"worker_cores": 3, "worker_cores_limit": 2}, "worker_cores: 3 cores exceeds worker_cores_limit of 2"),

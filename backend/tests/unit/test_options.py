@@ -9,7 +9,7 @@ from dask_gateway_server.models import User
 from dask_gateway_swarm import SwarmBackend, parse_memory, swarm_cluster_options
 
 GIB = 2**30
-SIZE_HINT = " (expected a number of bytes or e.g. '512 MiB', '8 GiB')"
+SIZE_HINT = " (expected a size such as '512 MiB' or '8 GiB')"
 
 PROFILES = {
     "small": {"worker_cores": 2, "worker_memory": "8 GiB"},
@@ -98,6 +98,13 @@ def test_custom_size_image_env_pool():
     assert config.environment == {"FOO": "bar"}
 
 
+@pytest.mark.parametrize("number, expected", [(2, 2 * GIB), (0.5, GIB // 2), (16, 16 * GIB)])
+def test_a_number_for_worker_memory_is_gib(number, expected):
+    # DaskHub's convention, which seed users type: new_cluster(worker_memory=2).
+    _, config = process(make_backend(), {"worker_memory": number})
+    assert config.worker_memory == expected
+
+
 def test_defaults_any_pool_keep_config_image():
     backend = make_backend()
     _, config = process(backend, {})
@@ -121,6 +128,9 @@ def test_defaults_any_pool_keep_config_image():
         ({"image": "has space"}, "image: 'has space' is not an image reference"),
         ({"worker_cores": "two"}, "worker_cores must be a float, got 'two'"),
         ({"workers": 3}, "Unknown fields ['workers']"),
+        ({"worker_memory": 64}, "worker_memory: '64 GiB' exceeds the maximum of '16 GiB' per worker"),
+        ({"worker_memory": -2}, "worker_memory: a number is GiB and must be positive, got -2"),
+        ({"worker_memory": True}, "worker_memory must be a string, got True"),
     ],
 )
 def test_bad_options_refused_naming_the_option(request_, message):
@@ -154,10 +164,25 @@ def test_readme_refusals_with_the_roles_defaults(request_, message):
     assert str(info.value) == message
 
 
-def test_bad_profile_fails_at_configuration_time():
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"profiles": {"big": {"worker_cores": 64}}, "max_worker_cores": 4},
+         "worker_cores: 64 cores exceeds the maximum of 4 cores per worker"),
+        ({"profiles": {"small": {"worker_cores": 2, "worker_memroy": "8 GiB"}}},
+         "profile small: unknown key(s) worker_memroy "
+         "(expected worker_cores, worker_cores_limit, worker_memory, worker_memory_limit)"),
+        ({"default_worker_cores": 8, "max_worker_cores": 4},
+         "worker_cores: 8 cores exceeds the maximum of 4 cores per worker"),
+        ({"default_worker_memory": "64 GiB", "max_worker_memory": "32 GiB"},
+         "worker_memory: '64 GiB' exceeds the maximum of '32 GiB' per worker"),
+    ],
+    ids=["profile-above-max", "profile-key-mistyped", "default-cores-above-max", "default-memory-above-max"],
+)
+def test_bad_sizes_fail_at_configuration_time(kwargs, message):
     with pytest.raises(ValueError) as info:
-        swarm_cluster_options(profiles={"big": {"worker_cores": 64}}, max_worker_cores=4)
-    assert str(info.value) == "worker_cores: 64 cores exceeds the maximum of 4 cores per worker"
+        swarm_cluster_options(**kwargs)
+    assert str(info.value) == message
 
 
 def test_no_pool_field_without_pools():

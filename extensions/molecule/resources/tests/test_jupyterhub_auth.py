@@ -29,7 +29,8 @@ from hubprocess import Hub  # noqa: E402
 
 pytestmark = [pytest.mark.auth("simple"), pytest.mark.changes_deployment, pytest.mark.gateway_variant]
 
-CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": "1 GiB"}
+# worker_memory as DaskHub's users type it: a number, GiB.
+CLUSTER_OPTIONS = {"worker_cores": 0.5, "worker_memory": 1}
 SERVICE = "dask-gateway"
 USER_LABEL = "dask-gateway-swarm.user"
 CLUSTER_LABEL = "dask-gateway-swarm.cluster"
@@ -80,6 +81,8 @@ def test_jupyterhub_tokens_log_users_in(rerun_gateway, gateway_vars, fleet: Flee
             with open_client(cluster) as client:
                 call(client.wait_for_workers, 1, timeout=180)
                 assert call(client.submit(sum, range(100)).result) == 4950
+                limits = call(client.run, lambda dask_worker: dask_worker.memory_manager.memory_limit)
+                assert set(limits.values()) == {2**30}, limits
             # The hub's user is the gateway's user, down to the Swarm labels.
             services = manager.check_output(f"docker service ls -q --filter label={CLUSTER_LABEL}={cluster.name}").split()
             owners = {manager.check_output(f"docker service inspect --format '{{{{index .Spec.Labels \"{USER_LABEL}\"}}}}' {s}")
