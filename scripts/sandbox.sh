@@ -108,10 +108,31 @@ PY
 
 scheme() { if [ "$(gateway_var gateway_tls)" = none ]; then echo http; else echo https; fi; }
 
+# How the sandbox's gateway_auth logs in: the shared password (simple, the
+# role's default without the hub) or each account's own (users).
+login() {
+  local auth users
+  auth="$(gateway_var gateway_auth)"
+  [[ -z "$auth" || "$auth" == *"{{"* ]] && auth=simple
+  case "$auth" in
+    simple)
+      LOGIN_USER=me PWFILE="$(gateway_var gateway_password_file)"
+      LOGIN_LINES="  Password:  in $PWFILE (mode 0600); any user name" ;;
+    users)
+      users="$(gateway_var gateway_users | tr -d "[]'")"
+      LOGIN_USER="${users%%,*}"
+      PWFILE="$(gateway_var gateway_user_password_dir)/$LOGIN_USER.password"
+      LOGIN_LINES="  Log in as: $users (admins: $(gateway_var gateway_admins | tr -d "[]'"))
+  Passwords: one per user in $(gateway_var gateway_user_password_dir)/<user>.password (mode 0600)" ;;
+    jupyterhub) die "gateway_auth: jupyterhub in $INVENTORY logs in through the hub: make demo JUPYTERHUB=1" ;;
+    *) die "gateway_auth: $auth in $INVENTORY is none of simple, users and jupyterhub" ;;
+  esac
+}
+
 print_connect() {
-  local elapsed="$1" url pwfile ca="" ca_line="" trust=""
+  local elapsed="$1" url ca="" ca_line="" trust=""
   url="$(scheme)://127.0.0.1:$PORT"
-  pwfile="$(gateway_var gateway_password_file)"
+  login
   if [ "$(gateway_var gateway_tls)" = self_signed ]; then
     ca="$(gateway_var gateway_ca_file)"
     ca_line="  CA:        $ca (the gateway's certificate authority)"$'\n'
@@ -126,7 +147,7 @@ os.environ[\"SSL_CERT_FILE\"] = \"$ca\"
 
 The sandbox's Dask Gateway is up ($((MANAGERS + WORKERS)) nodes, ${elapsed} s).
   Gateway:   $url
-  Password:  in $pwfile (mode 0600); any user name
+$LOGIN_LINES
 ${ca_line}  Inventory: inventories/sandbox (rerun: .venv/bin/ansible-playbook site.yml -i inventories/sandbox)
   Remove it: make demo-down
 
@@ -136,10 +157,10 @@ installed (both hold the image's versions):
 # --- snippet ---
 ${trust}from dask_gateway import Gateway, BasicAuth
 
-password = open("$pwfile").read().strip()
+password = open("$PWFILE").read().strip()
 # The with blocks close the client, shut the cluster down and close the
 # gateway, also on an error: the stock client can hang a process otherwise.
-with Gateway("$url", auth=BasicAuth("me", password)) as gateway:
+with Gateway("$url", auth=BasicAuth("$LOGIN_USER", password)) as gateway:
     with gateway.new_cluster(worker_cores=1, worker_memory="1 GiB") as cluster:
         cluster.scale($WORKERS)
         with cluster.get_client() as client:
@@ -155,7 +176,7 @@ TXT
 # to the hub with the accounts of gateway_users and compute from notebooks.
 print_hub() {
   local elapsed="$1" ca pwdir users
-  pwdir="$(dirname "$(gateway_var gateway_password_file)")"
+  pwdir="$(gateway_var gateway_user_password_dir)"
   users="$(gateway_var gateway_users | tr -d "[]'" )"
   ca="$(gateway_var gateway_ca_file)"
   cat <<TXT
@@ -208,6 +229,8 @@ down() {
   rm -rf "$STATE"
 }
 
+# Sourced (tests/unit/test_sandbox_login.py), it only defines its functions.
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 case "${1:-}" in
   up) up ;;
   down) down ;;

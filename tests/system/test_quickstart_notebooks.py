@@ -110,8 +110,10 @@ def accounts(password_file: Path) -> dict[str, str]:
     """The sandbox's users and their generated passwords, from their 0600 files."""
     group_vars = yaml.safe_load((SANDBOX_INVENTORY / "group_vars" / "all.yml").read_text(encoding="utf-8"))
     found = {}
+    directory = Path(os.path.expanduser(group_vars["gateway_user_password_dir"]))
+    assert directory.stat().st_mode & 0o777 == 0o700, directory
     for user in group_vars["gateway_users"]:
-        path = password_file.parent / f"{user}.password"
+        path = directory / f"{user}.password"
         assert path.stat().st_mode & 0o777 == 0o600, path
         found[user] = path.read_text(encoding="utf-8").strip()
     return found

@@ -335,14 +335,16 @@ def gateway_vars(fleet: Fleet) -> dict[str, str]:
     manager = fleet.first_manager
     defaults = yaml.safe_load((ROLES / "gateway" / "defaults" / "main.yml").read_text(encoding="utf-8"))
     out = {}
-    for var in ("gateway_public_url", "gateway_password_file", "gateway_state_dir", "gateway_stack_name"):
+    for var in ("gateway_public_url", "gateway_password_file", "gateway_state_dir", "gateway_stack_name",
+                "gateway_user_password_dir"):
         if var in manager.vars:
             value = str(manager.host.ansible("ansible.builtin.debug", f"var={var}", check=False)[var])
         else:
             value = str(defaults[var])
         assert value and "{{" not in value and "<<" not in value, f"{var} of {manager.name}: {value!r}"
         out[var] = value
-    out["gateway_password_file"] = os.path.expanduser(out["gateway_password_file"])
+    for var in ("gateway_password_file", "gateway_user_password_dir"):
+        out[var] = os.path.expanduser(out[var])
     return out
 
 
@@ -360,7 +362,7 @@ def read_password(path: Path) -> str:
 @pytest.fixture(scope="session")
 def user_password_files(gateway_vars: dict[str, str], fleet: Fleet) -> dict[str, Path]:
     """gateway_auth: users: each user's password file on the controller."""
-    directory = Path(gateway_vars["gateway_password_file"]).parent
+    directory = Path(gateway_vars["gateway_user_password_dir"])
     return {user: directory / f"{user}.password" for user in fleet.first_manager.vars.get("gateway_users", [])}
 
 
