@@ -174,7 +174,7 @@ def test_a_new_user_list_adds_and_removes_accounts(rerun_gateway, gateway_vars, 
     added = "dave"
     kept = [u for u in users["all"] if u != removed]
     pw = passwords(user_password_files)
-    new_file = Path(gateway_vars["gateway_password_file"]).parent / f"{added}.password"
+    new_file = Path(gateway_vars["gateway_user_password_dir"]) / f"{added}.password"
     new_file.unlink(missing_ok=True)  # an earlier run's, in Molecule's ephemeral directory
     gateway = Gateway(gateway_vars["gateway_public_url"], auth=BasicAuth(removed, pw[removed]))
     try:
