@@ -12,7 +12,7 @@ from docker.errors import APIError, NotFound
 from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
 
 from dask_gateway_server.backends.base import PublicException
-from dask_gateway_server.backends.db_base import DBBackendBase
+from dask_gateway_server.backends.db_base import DBBackendBase, JobStatus
 from dask_gateway_server.models import ClusterStatus
 from dask_gateway_server.traitlets import Type
 from dask_gateway_server.utils import timestamp
@@ -291,6 +291,25 @@ class SwarmBackend(UserLimitsMixin, SwarmStatusMixin, OrphanSweepMixin, DBBacken
             f"{specs.SECRETS_DIR}/{specs.SECRET_FILES['api-token']}"
         )
         return env
+
+    async def on_cluster_heartbeat(self, cluster_name, msg):
+        """Upstream's, but a starting cluster whose scheduler reports addresses
+        other than its own service's is failed: upstream routes the public
+        proxy, and the gateway's own calls, to what the first heartbeats say,
+        and a user's image (or preload) writes them."""
+        cluster = self.db.get_cluster(cluster_name)
+        if cluster is not None and cluster.status < JobStatus.RUNNING and cluster.target <= JobStatus.RUNNING:
+            allowed = self.naming.scheduler_addresses(cluster_name)
+            foreign = {key: msg.get(key) for key, ok in allowed.items() if msg.get(key) not in ok}
+            if foreign:
+                reason = "its scheduler reported addresses that are not its own: " + ", ".join(
+                    f"{key} {value!r}" for key, value in sorted(foreign.items())
+                )
+                self.log.warning("Failing cluster %s of user %s: %s", cluster_name, cluster.username, reason)
+                self.keep_failure_reason(cluster_name, reason)
+                await self.stop_cluster(cluster_name, failed=True)
+                return
+        return await super().on_cluster_heartbeat(cluster_name, msg)
 
     def get_scheduler_env(self, cluster):
         env = super().get_scheduler_env(cluster)

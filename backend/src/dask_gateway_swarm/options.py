@@ -58,7 +58,14 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_ENV_PREFIXES = ("DASK_GATEWAY_", "DASK_DISTRIBUTED__COMM__")
 # Config paths the gateway sets, as dask spells them. Also refused: a variable
 # above one (DASK_DISTRIBUTED='{"comm": ...}' sets the whole section).
-_RESERVED_CONFIG_PATHS = (("gateway",), ("distributed", "comm"))
+# The scheduler's preloads too: the gateway's own run first and report its
+# addresses, and a user's would run before them.
+_RESERVED_CONFIG_PATHS = (
+    ("gateway",),
+    ("distributed", "comm"),
+    ("distributed", "scheduler", "preload"),
+    ("distributed", "scheduler", "preload_argv"),
+)
 # After DASK_: serialized config of any kind (DASK_INTERNAL_INHERIT_CONFIG) and
 # where dask reads config files from.
 _RESERVED_ENV_NAMES = ("internal_inherit_config", "config", "root_config")

@@ -119,6 +119,16 @@ class Naming:
     def scheduler_address(self, cluster_name):
         return f"tls://{self.scheduler_service(cluster_name)}:{SCHEDULER_PORT}"
 
+    def scheduler_addresses(self, cluster_name):
+        """What a cluster's scheduler may report in its first heartbeats, each
+        address a set of the allowed (the dashboard may be off: empty)."""
+        service = self.scheduler_service(cluster_name)
+        return {
+            "scheduler_address": {self.scheduler_address(cluster_name)},
+            "api_address": {f"http://{service}:{API_PORT}"},
+            "dashboard_address": {f"http://{service}:{DASHBOARD_PORT}", ""},
+        }
+
 
 def _label_constraint(label, value):
     return f"node.labels.{label}=={value}"

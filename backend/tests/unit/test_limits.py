@@ -304,3 +304,36 @@ async def test_clusters_of_removed_users_are_stopped(backend, caplog):
     assert gone.target == JobStatus.STOPPED
     assert keep.target == JobStatus.RUNNING
     assert f"Stopping cluster {gone.name} of removed user carol" in caplog.text
+
+
+# ----------------------------------------------------------------------
+# A starting cluster's addresses: its own service's only
+
+
+def own_addresses(backend, cluster):
+    service = backend.naming.scheduler_service(cluster.name)
+    return {"scheduler_address": f"tls://{service}:8786", "api_address": f"http://{service}:8788",
+            "dashboard_address": f"http://{service}:8787"}
+
+
+async def test_a_starting_cluster_reporting_its_own_addresses_runs(backend):
+    with_queue(backend)
+    c = make_cluster(backend, status=JobStatus.SUBMITTED)
+    await backend.on_cluster_heartbeat(c.name, {**heartbeat(c, 0), **own_addresses(backend, c)})
+    assert c.target == JobStatus.RUNNING
+    assert c.scheduler_address == own_addresses(backend, c)["scheduler_address"]
+
+
+@pytest.mark.parametrize("key, value", [
+    ("scheduler_address", "tls://dask-gateway-swarm-otherscluster:8786"),
+    ("api_address", "http://dask-gateway_gateway:8081"),
+    ("dashboard_address", "http://10.0.0.1:2375"),
+])
+async def test_a_starting_cluster_reporting_foreign_addresses_is_failed_unrouted(backend, key, value):
+    # Upstream would route the public proxy (and its own calls) there.
+    with_queue(backend)
+    c = make_cluster(backend, status=JobStatus.SUBMITTED)
+    await backend.on_cluster_heartbeat(c.name, {**heartbeat(c, 0), **own_addresses(backend, c), key: value})
+    assert c.target == JobStatus.FAILED
+    assert c.scheduler_address == ""
+    assert f"{key} {value!r}" in backend.failure_reasons[c.name]

@@ -205,6 +205,9 @@ def test_no_pool_field_without_pools():
         "DASK_Internal_Inherit_Config",
         "DASK_CONFIG",
         "dask_gateway__address",
+        "DASK_DISTRIBUTED__SCHEDULER__PRELOAD",
+        "DASK_distributed__scheduler__PRELOAD_ARGV",
+        "DASK_DISTRIBUTED__SCHEDULER",  # a literal dict sets the preloads too
     ],
 )
 def test_environment_names_dask_reads_as_gateway_config_refused(name):
