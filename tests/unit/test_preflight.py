@@ -109,6 +109,13 @@ def test_the_example_inventories_settings_pass(tmp_path, example):
         (inventory(gateway_allowed_image_prefixes=["https://registry.lab"]),
          'gateway_allowed_image_prefixes holds registries, namespaces or repositories such as 10.0.0.2:5000 or '
          '10.0.0.2:5000/lab/ (no scheme, no spaces, not empty); it is ["https://registry.lab"].'),
+        (inventory(gateway_extra_config="c.Foo.bar = 1\nc.Foo.token = 'hunter2-secret'\nif True\n    pass\n"),
+         "gateway_extra_config does not compile: SyntaxError: expected ':' (line 3)"),
+        (inventory(gateway_port=5001),
+         "Two services would publish the same port on the first manager: registry_port=5000, registry_push_port=5001, "
+         "gateway_port=5001. Give each its own port."),
+        (inventory(jupyterhub_enabled=True, gateway_users=["alice"], jupyterhub_port=5000),
+         "registry_port=5000, registry_push_port=5001, gateway_port=8000, jupyterhub_port=5000."),
         (inventory(gateway_tls="provided", gateway_tls_cert_path="/nonexistent/tls.crt", gateway_tls_key_path="/etc/hostname"),
          "gateway_tls_cert_path is /nonexistent/tls.crt, which is not a file on the controller."),
         (inventory(gateway_one_worker_per_node=True, gateway_one_worker_per_node_port=8000),
@@ -139,13 +146,16 @@ def test_the_example_inventories_settings_pass(tmp_path, example):
          "admin-not-a-user", "bad-user-name", "users-differing-in-case", "rotate-unknown-user", "bad-limit-key",
          "negative-limit", "limit-of-no-account", "profile-key-mistyped", "profile-above-max",
          "default-cores-above-max", "default-memory-malformed", "image-prefix-with-scheme",
+         "extra-config-not-python", "gateway-on-the-registrys-port", "hub-on-the-registrys-port",
          "provided-cert-missing", "worker-slot-port-is-gateway-port", "negative-sweep-period",
          "zero-start-timeout", "scheduler-memory-in-gb", "scheduler-memory-in-mib",
          "scheduler-limit-below-reservation", "default-pool-not-offered", "hub-without-accounts",
          "hub-with-users-auth", "hub-notebook-memory", "hub-grace-not-a-number"],
 )
 def test_bad_input_is_refused_with_the_variable_named(tmp_path, inv, expected):
-    assert_refused_before_any_change(*preflight(tmp_path, inv), expected)
+    rc, out = preflight(tmp_path, inv)
+    assert_refused_before_any_change(rc, out, expected)
+    assert "hunter2-secret" not in out
 
 
 def assert_refused_before_any_change(rc, out, expected):
