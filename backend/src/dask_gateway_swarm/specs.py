@@ -239,6 +239,11 @@ def service_spec(
         stop_grace_period=int(stop_grace_period * 1e9),
         hostname=hostname,
         init=True,
+        # Dask binds ports above 1024 and needs no privilege: no process of
+        # a user's image, root or not, gets one (Docker's default set holds
+        # CHOWN, SETUID, NET_RAW, ...). no-new-privileges has no Swarm
+        # service option before Docker 27 (API 1.46); Debian's engine is 20.10.
+        cap_drop=["ALL"],
     )
     task = TaskTemplate(
         container_spec=container,

@@ -153,7 +153,14 @@ def _pem_body(pem):
     return "".join(lines)[:64]
 
 
-def test_options_honoured_inside_worker(gateway):
+def test_options_honoured_and_no_capability_held_inside_the_cluster(gateway):
+    # Defined here, it travels by value to the scheduler and the worker (a
+    # function of this module would have to import there).
+    def bounding_capabilities():
+        """The capability bounding set of this process, as /proc shows it (hex)."""
+        with open("/proc/self/status") as f:
+            return next(line.split()[1] for line in f if line.startswith("CapBnd:"))
+
     with open_gateway(gateway) as gw:
         with open_cluster(
             gw,
@@ -192,9 +199,11 @@ def test_options_honoured_inside_worker(gateway):
                         "system_memory": distributed.system.MEMORY_LIMIT,
                         "env": os.environ.get("MY_SETTING"),
                         "uid": os.getuid(),
+                        "capabilities": bounding_capabilities(),
                     }
 
                 (result,) = call(client.run, probe, timeout=60).values()
+                scheduler_capabilities = call(client.run_on_scheduler, bounding_capabilities, timeout=60)
     assert result == {
         "nthreads": 1,
         "memory_limit": int(1.5 * GIB),
@@ -203,7 +212,10 @@ def test_options_honoured_inside_worker(gateway):
         "system_memory": int(1.5 * GIB),
         "env": "hello",
         "uid": 1000,
+        "capabilities": "0000000000000000",
     }
+    # Not even a root process of a user's image could gain one.
+    assert scheduler_capabilities == "0000000000000000"
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,8 @@ async def test_service_basics_dnsrr_restart_none_secrets(backend):
     assert [n["Target"] for n in task["Networks"]] == ["dask-net"]
     assert task["ContainerSpec"]["Image"] == "sha256:abc"
     assert task["ContainerSpec"]["User"] == "1000:1000"
+    assert task["ContainerSpec"]["CapabilityDrop"] == ["ALL"]
+    assert "CapabilityAdd" not in task["ContainerSpec"]
     refs = {s["File"]["Name"]: s for s in task["ContainerSpec"]["Secrets"]}
     assert set(refs) == {"dask.crt", "dask.pem", "api-token"}
     for ref in refs.values():
