@@ -55,6 +55,13 @@ def preflight(tmp_path, inv, cached_facts=None):
     return proc.returncode, " ".join((proc.stdout + proc.stderr).split())
 
 
+@pytest.mark.parametrize("extra", [{"gateway_public_url": "http://127.0.0.1:8000"}, {"gateway_tls_none_accepted": True}],
+                         ids=["on-loopback", "accepted"])
+def test_plain_http_logins_pass_on_loopback_or_when_accepted(tmp_path, extra):
+    rc, out = preflight(tmp_path, inventory(gateway_tls="none", gateway_auth="users", gateway_users=["alice"], **extra))
+    assert rc == 0, out
+
+
 def test_a_valid_inventory_passes(tmp_path):
     rc, out = preflight(tmp_path, inventory(gateway_auth="users", gateway_users=["alice", "bob"], gateway_admins=["alice"]))
     assert rc == 0, out
@@ -111,6 +118,11 @@ def test_the_example_inventories_settings_pass(tmp_path, example):
          '10.0.0.2:5000/lab/ (no scheme, no spaces, not empty); it is ["https://registry.lab"].'),
         (inventory(gateway_extra_config="c.Foo.bar = 1\nc.Foo.token = 'hunter2-secret'\nif True\n    pass\n"),
          "gateway_extra_config does not compile: SyntaxError: expected ':' (line 3)"),
+        (inventory(gateway_tls="none", gateway_auth="users", gateway_users=["alice"],
+                   gateway_public_url="http://lab.example:8000"),
+         "gateway_tls: none with gateway_auth: users sends every account's password or hub token in clear to "
+         "http://lab.example:8000: use gateway_tls: self_signed (the default) or provided, publish the gateway on "
+         "loopback (gateway_public_url), or set gateway_tls_none_accepted: true."),
         (inventory(gateway_port=5001),
          "Two services would publish the same port on the first manager: registry_port=5000, registry_push_port=5001, "
          "gateway_port=5001. Give each its own port."),
@@ -146,7 +158,7 @@ def test_the_example_inventories_settings_pass(tmp_path, example):
          "admin-not-a-user", "bad-user-name", "users-differing-in-case", "rotate-unknown-user", "bad-limit-key",
          "negative-limit", "limit-of-no-account", "profile-key-mistyped", "profile-above-max",
          "default-cores-above-max", "default-memory-malformed", "image-prefix-with-scheme",
-         "extra-config-not-python", "gateway-on-the-registrys-port", "hub-on-the-registrys-port",
+         "extra-config-not-python", "plain-http-logins-on-the-network", "gateway-on-the-registrys-port", "hub-on-the-registrys-port",
          "provided-cert-missing", "worker-slot-port-is-gateway-port", "negative-sweep-period",
          "zero-start-timeout", "scheduler-memory-in-gb", "scheduler-memory-in-mib",
          "scheduler-limit-below-reservation", "default-pool-not-offered", "hub-without-accounts",
