@@ -27,7 +27,6 @@ image has (image/notebook-requirements.txt) and the plain Dask image has not.
 
 import asyncio
 import json
-import logging
 import secrets
 from urllib.parse import quote
 
@@ -51,9 +50,6 @@ use_system_resolver()
 TOKEN_SECRET_TARGET = "jupyterhub-api-token"
 #: Marks the Swarm secret that carries a notebook service's token.
 TOKEN_SECRET_LABEL = "dask_swarm.gateway.notebook-token"
-
-
-log = logging.getLogger("dask_gateway_swarm.hub")
 
 
 class AccountsAuthenticator(Authenticator):
@@ -151,7 +147,8 @@ class _ClusterStopper:
         old = self.pending.pop(name, None)
         if old is not None:
             old.cancel()
-        log.info("%s's server stopped: their Dask clusters stop in %s s unless it starts again", name, self.grace)
+        # The spawner's log is the hub's: a module logger's INFO lines would not show.
+        spawner.log.info("%s's server stopped: their Dask clusters stop in %s s unless it starts again", name, self.grace)
         task = asyncio.ensure_future(self.stop_later(spawner))
         self.pending[name] = task
         task.add_done_callback(lambda t: self.pending.pop(name, None) if self.pending.get(name) is t else None)
@@ -160,14 +157,14 @@ class _ClusterStopper:
         await asyncio.sleep(self.grace)
         name = spawner.user.name
         if spawner.active:
-            log.info("%s's server started again within the grace period: their clusters keep running", name)
+            spawner.log.info("%s's server started again within the grace period: their clusters keep running", name)
             return
         try:
             stopped = await self.stop_clusters(spawner.user)
         except Exception:
-            log.exception("Could not stop the Dask clusters of %s", name)
+            spawner.log.exception("Could not stop the Dask clusters of %s", name)
             return
-        log.info("Stopped %d Dask cluster(s) of %s: %s", len(stopped), name, ", ".join(stopped) or "none running")
+        spawner.log.info("Stopped %d Dask cluster(s) of %s: %s", len(stopped), name, ", ".join(stopped) or "none running")
 
     async def stop_clusters(self, user):
         """Stop every cluster of ``user`` through the gateway's API, with a

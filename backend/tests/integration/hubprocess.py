@@ -18,6 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from testsecret import Secret
+
 BIN = Path(sys.executable).parent
 
 # The hub reads its settings from config.json (0600): the tokens stay out of
@@ -64,8 +66,8 @@ class Hub:
         self.workdir = Path(workdir)
         self.hub_port = free_port(ip)
         self.api_url = f"http://{ip}:{self.hub_port}/hub/api"
-        self.gateway_token = secrets.token_hex(32)
-        self.admin_token = secrets.token_hex(32)
+        self.gateway_token = Secret(secrets.token_hex(32))
+        self.admin_token = Secret(secrets.token_hex(32))
         config = {
             "hub_ip": ip,
             "hub_port": self.hub_port,
@@ -122,7 +124,7 @@ class Hub:
             # The hub made the users its config names (roles, admins) at its start.
             if exc.code != 409:
                 raise
-        return self.api("POST", f"/users/{name}/tokens", {"note": "gateway test"})["token"]
+        return Secret(self.api("POST", f"/users/{name}/tokens", {"note": "gateway test"})["token"])
 
     def stop(self):
         """Stop the hub; it stops the proxy it started."""

@@ -354,9 +354,11 @@ def auth_mode(pytestconfig: pytest.Config) -> str:
 
 
 def read_password(path: Path) -> str:
+    from testsecret import Secret
+
     value = path.read_text(encoding="utf-8").strip()
     assert len(value) >= 43, f"the generated password in {path} is shorter than 43 characters"
-    return value
+    return Secret(value)
 
 
 @pytest.fixture(scope="session")
@@ -422,7 +424,9 @@ def fleet_secrets(password: str, user_password_files: dict[str, Path], gateway_v
     for name in ("push.password", "htpasswd"):
         if manager.host.file(f"{registry_state}/{name}").exists:
             found[f"registry {name}"] = manager.host.check_output("cat %s", f"{registry_state}/{name}").strip()
-    return found
+    from testsecret import Secret
+
+    return {what: Secret(value) for what, value in found.items()}
 
 
 # Reruns of a play, as an admin would, by tests that change the deployment.
