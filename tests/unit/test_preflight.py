@@ -6,6 +6,7 @@ controller-side (assert, validate_argument_spec), so nothing is installed or
 joined, and a refusal must name the variable and what was expected.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -113,9 +114,6 @@ def test_the_example_inventories_settings_pass(tmp_path, example):
          'gateway_worker_cores and gateway_worker_memory is {"worker_cores": 16, "worker_memory": "2 GiB"}'),
         (inventory(gateway_worker_memory="lots"),
          'gateway_worker_cores and gateway_worker_memory is {"worker_cores": 1, "worker_memory": "lots"}'),
-        (inventory(gateway_allowed_image_prefixes=["https://registry.lab"]),
-         'gateway_allowed_image_prefixes holds registries, namespaces or repositories such as 10.0.0.2:5000 or '
-         '10.0.0.2:5000/lab/ (no scheme, no spaces, not empty); it is ["https://registry.lab"].'),
         (inventory(gateway_extra_config="c.Foo.bar = 1\nc.Foo.token = 'hunter2-secret'\nif True\n    pass\n"),
          "gateway_extra_config does not compile: SyntaxError: expected ':' (line 3)"),
         (inventory(gateway_tls="none", gateway_auth="users", gateway_users=["alice"],
@@ -157,7 +155,7 @@ def test_the_example_inventories_settings_pass(tmp_path, example):
     ids=["even-managers", "host-in-both-groups", "wrong-type", "bad-choice", "users-without-users",
          "admin-not-a-user", "bad-user-name", "users-differing-in-case", "rotate-unknown-user", "bad-limit-key",
          "negative-limit", "limit-of-no-account", "profile-key-mistyped", "profile-above-max",
-         "default-cores-above-max", "default-memory-malformed", "image-prefix-with-scheme",
+         "default-cores-above-max", "default-memory-malformed",
          "extra-config-not-python", "plain-http-logins-on-the-network", "gateway-on-the-registrys-port", "hub-on-the-registrys-port",
          "provided-cert-missing", "worker-slot-port-is-gateway-port", "negative-sweep-period",
          "zero-start-timeout", "scheduler-memory-in-gb", "scheduler-memory-in-mib",
@@ -196,3 +194,28 @@ def test_preflight_takes_the_profile_keys_the_backend_takes():
                        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "PROFILE_KEYS"]
     role_vars = yaml.safe_load((ROOT / "roles" / "gateway" / "vars" / "main.yml").read_text(encoding="utf-8"))
     assert role_vars["__gateway_profile_keys"] == list(PROFILE_KEYS)
+
+
+@pytest.mark.parametrize("prefixes", [["https://registry.lab"], ["/"], ["10.0.0.2:5000 /"]])
+def test_the_gateway_role_refuses_an_image_prefix_that_names_no_registry_first(tmp_path, prefixes):
+    # In the role, not in preflight: a prefix may name the registry by a fact
+    # of the registry play (registry_pull_address), set after preflight.
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(yaml.safe_dump(inventory(gateway_allowed_image_prefixes=prefixes)), encoding="utf-8")
+    play = tmp_path / "gateway.yml"
+    play.write_text(yaml.safe_dump([{"name": "The gateway role", "hosts": "swarm_managers[0]", "gather_facts": False,
+                                     "roles": ["dask_swarm.gateway.gateway"]}]), encoding="utf-8")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inv), str(play)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out
+    assert ("gateway_allowed_image_prefixes holds registries, namespaces or repositories such as 10.0.0.2:5000 or "
+            f"10.0.0.2:5000/lab/ (no scheme, no spaces, not empty); it is {json.dumps(prefixes)}.") in out, out
+    assert "changed=1" not in out and "Read the image the gateway runs now" not in out, out
+
+
+def test_a_prefix_naming_the_registry_by_its_later_fact_passes_preflight(tmp_path):
+    # As the default Molecule scenario writes it: registry_pull_address is set by the registry play.
+    rc, out = preflight(tmp_path, inventory(gateway_allowed_image_prefixes=["{{ registry_pull_address | default('') }}/"]))
+    assert rc == 0, out
